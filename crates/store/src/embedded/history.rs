@@ -1,0 +1,232 @@
+//! Watches on the embedded store.
+//!
+//! A watcher subscribes to the committer's broadcast before it reads anything, then reads the
+//! `log` table for the revisions it missed, then follows the broadcast, skipping what it already
+//! delivered. A watcher that falls more than the broadcast's capacity behind goes back to the log,
+//! so a slow consumer costs disk reads, never other watchers' memory.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redb::ReadableDatabase;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc};
+
+use super::layout::{
+    INITIAL_REVISION, KV, LOG, META, META_COMPACTED, META_REVISION, Record, read_meta, version_at, version_key,
+};
+use super::{Batch, Shared};
+use crate::watch::{IdleTimer, WATCH_BUFFER};
+use crate::{Result, StoreError, Watch, WatchEvent, WatchOptions};
+
+/// Log rows read per blocking history read.
+const HISTORY_CHUNK: usize = 512;
+
+pub(super) fn start_watch(shared: Arc<Shared>, options: WatchOptions) -> Result<Watch> {
+    let batches = shared.events.subscribe();
+    let published = shared.published.load(Ordering::Acquire);
+    let compacted = shared.compacted.load(Ordering::Acquire);
+    let next = match options.start_revision {
+        0 => published + 1,
+        start if (start as u64) < compacted => {
+            return Err(StoreError::Compacted { requested: start, compacted: compacted as i64 });
+        }
+        start => start as u64,
+    };
+    let (events, rx) = mpsc::channel(WATCH_BUFFER);
+    let (progress, progress_rx) = mpsc::unbounded_channel();
+    let watcher = Watcher {
+        shared,
+        prefix: options.prefix,
+        next,
+        seen: published.min(next - 1),
+        behind: next <= published,
+        events,
+    };
+    let task = tokio::spawn(watcher.run(batches, progress_rx, IdleTimer::new(options.progress_interval)));
+    Ok(Watch::new(rx, progress, task))
+}
+
+struct Watcher {
+    shared: Arc<Shared>,
+    prefix: String,
+    /// The first revision not yet delivered.
+    next: u64,
+    /// The highest committed revision this watcher has passed over.
+    seen: u64,
+    /// Revisions before what the broadcast holds are missing: read the log.
+    behind: bool,
+    events: mpsc::Sender<Result<WatchEvent>>,
+}
+
+/// The consumer dropped the watch.
+struct Gone;
+
+impl Watcher {
+    async fn run(
+        mut self,
+        mut batches: broadcast::Receiver<Arc<Batch>>,
+        mut progress: mpsc::UnboundedReceiver<()>,
+        mut idle: IdleTimer,
+    ) {
+        let _ = self.follow(&mut batches, &mut progress, &mut idle).await;
+    }
+
+    async fn follow(
+        &mut self,
+        batches: &mut broadcast::Receiver<Arc<Batch>>,
+        progress: &mut mpsc::UnboundedReceiver<()>,
+        idle: &mut IdleTimer,
+    ) -> std::result::Result<(), Gone> {
+        loop {
+            if self.behind {
+                self.catch_up().await?;
+            }
+            tokio::select! {
+                received = batches.recv() => match received {
+                    Ok(batch) => {
+                        if self.deliver(&batch).await? {
+                            idle.reset();
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => self.behind = true,
+                    Err(RecvError::Closed) => return Err(Gone),
+                },
+                Some(()) = progress.recv() => {
+                    self.report_progress(batches).await?;
+                    idle.reset();
+                }
+                () = idle.fired() => {
+                    self.report_progress(batches).await?;
+                    idle.reset();
+                }
+                () = self.events.closed() => return Err(Gone),
+            }
+        }
+    }
+
+    /// Delivers a batch's matching events that were not delivered yet. Returns whether any were.
+    async fn deliver(&mut self, batch: &Batch) -> std::result::Result<bool, Gone> {
+        let mut sent = false;
+        for event in &batch.events {
+            let revision = event.revision() as u64;
+            if revision >= self.next && event_key(event).starts_with(&self.prefix) {
+                self.send(Ok(event.clone())).await?;
+                sent = true;
+            }
+        }
+        self.next = self.next.max(batch.last_revision + 1);
+        self.seen = self.seen.max(batch.last_revision);
+        Ok(sent)
+    }
+
+    /// Reports progress at a revision up to which everything has been delivered: the batches
+    /// published before the report began are drained first.
+    async fn report_progress(
+        &mut self,
+        batches: &mut broadcast::Receiver<Arc<Batch>>,
+    ) -> std::result::Result<(), Gone> {
+        let published = self.shared.published.load(Ordering::Acquire);
+        loop {
+            match batches.try_recv() {
+                Ok(batch) => {
+                    self.deliver(&batch).await?;
+                }
+                Err(TryRecvError::Lagged(_)) => self.behind = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return Err(Gone),
+            }
+        }
+        if self.behind {
+            self.catch_up().await?;
+        }
+        let revision = published.max(self.seen);
+        self.send(Ok(WatchEvent::Progress { revision: revision as i64 })).await
+    }
+
+    /// Reads the log from `next` until it holds nothing newer.
+    async fn catch_up(&mut self) -> std::result::Result<(), Gone> {
+        loop {
+            let shared = self.shared.clone();
+            let (prefix, from) = (self.prefix.clone(), self.next);
+            let chunk = tokio::task::spawn_blocking(move || read_history(&shared, &prefix, from))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))
+                .and_then(|r| r);
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let _ = self.send(Err(e)).await;
+                    return Err(Gone);
+                }
+            };
+            for event in chunk.events {
+                self.send(Ok(event)).await?;
+            }
+            self.next = chunk.next;
+            self.seen = self.seen.max(chunk.next - 1);
+            if chunk.caught_up {
+                self.behind = false;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&self, event: Result<WatchEvent>) -> std::result::Result<(), Gone> {
+        self.events.send(event).await.map_err(|_| Gone)
+    }
+}
+
+fn event_key(event: &WatchEvent) -> &str {
+    match event {
+        WatchEvent::Put { kv, .. } => &kv.key,
+        WatchEvent::Delete { key, .. } => key,
+        WatchEvent::Progress { .. } => "",
+    }
+}
+
+struct HistoryChunk {
+    events: Vec<WatchEvent>,
+    /// The first revision after this chunk.
+    next: u64,
+    /// The chunk reached the store's current revision.
+    caught_up: bool,
+}
+
+/// Reads up to a chunk of logged events from `from` on, in one snapshot.
+fn read_history(shared: &Shared, prefix: &str, from: u64) -> Result<HistoryChunk> {
+    let txn = shared.db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let compacted = read_meta(&meta, META_COMPACTED, 0)?;
+    if from < compacted {
+        return Err(StoreError::Compacted { requested: from as i64, compacted: compacted as i64 });
+    }
+    let current = read_meta(&meta, META_REVISION, INITIAL_REVISION)?;
+    let log = txn.open_table(LOG)?;
+    let kv = txn.open_table(KV)?;
+    let mut chunk = HistoryChunk { events: Vec::new(), next: current + 1, caught_up: true };
+    for (n, row) in log.range(from..=current)?.enumerate() {
+        let (rev, key) = row?;
+        let (rev, key) = (rev.value(), key.value());
+        if n == HISTORY_CHUNK {
+            chunk.next = rev;
+            chunk.caught_up = false;
+            break;
+        }
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let Some(raw) = kv.get(version_key(key.as_bytes(), rev).as_slice())? else {
+            return Err(StoreError::Engine(format!("log row {rev} names {key:?}, which has no such version")));
+        };
+        let prev = match rev.checked_sub(1) {
+            Some(before) => version_at(&kv, key.as_bytes(), before)?.and_then(|(_, live)| live),
+            None => None,
+        };
+        chunk.events.push(match Record::decode(raw.value())?.to_kv(key.as_bytes(), rev)? {
+            Some(kv) => WatchEvent::Put { kv, prev },
+            None => WatchEvent::Delete { key: key.to_owned(), revision: rev as i64, prev },
+        });
+    }
+    Ok(chunk)
+}

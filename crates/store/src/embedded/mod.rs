@@ -1,0 +1,307 @@
+//! The embedded backend: MVCC over redb, with group commit and in-process watch fan-out.
+//!
+//! Writes go to one committer thread, which applies every pending write in one redb transaction
+//! and one fsync (group commit), then acknowledges them and broadcasts their events. Reads use
+//! redb read transactions (snapshots) on the caller's task. Watchers follow the broadcast and
+//! fall back to reading the `log` table when they start in the past or fall behind.
+
+mod committer;
+mod history;
+mod layout;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::{
+    KeyValue, ListOptions, ListPage, Result, StoreBackend, StoreError, Watch, WatchEvent, WatchOptions, Write, Written,
+    prefix_end,
+};
+use committer::Command;
+use layout::{
+    INITIAL_REVISION, KV, META, META_COMPACTED, META_REVISION, Record, read_meta, split_version_key, version_at,
+};
+
+/// The file the embedded store keeps in its data directory.
+pub const DATA_FILE: &str = "store.redb";
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    /// redb's page cache.
+    pub cache_bytes: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig { data_dir: data_dir.into(), cache_bytes: 256 << 20 }
+    }
+}
+
+/// State shared by the store handle, the committer thread and the watchers.
+struct Shared {
+    db: Database,
+    /// Each committed batch's events, in revision order.
+    events: broadcast::Sender<Arc<Batch>>,
+    /// The last revision whose events have been broadcast.
+    published: AtomicU64,
+    /// Reads and watches before this revision fail with `Compacted`.
+    compacted: AtomicU64,
+}
+
+struct Batch {
+    events: Vec<WatchEvent>,
+    last_revision: u64,
+}
+
+/// How many committed batches a watcher may fall behind before it reads from disk instead.
+const BROADCAST_BATCHES: usize = 4096;
+
+pub(crate) struct Embedded {
+    shared: Arc<Shared>,
+    commands: std_mpsc::Sender<Command>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Embedded {
+    pub(crate) async fn open(config: EmbeddedConfig) -> Result<Embedded> {
+        let db = tokio::task::spawn_blocking(move || open_file(&config))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Embedded::start(db)
+    }
+
+    pub(crate) fn in_memory() -> Result<Embedded> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Engine(e.to_string()))?;
+        Embedded::start(db)
+    }
+
+    fn start(db: Database) -> Result<Embedded> {
+        let state = committer::State::load(&db)?;
+        let shared = Arc::new(Shared {
+            db,
+            events: broadcast::channel(BROADCAST_BATCHES).0,
+            published: AtomicU64::new(state.revision),
+            compacted: AtomicU64::new(state.compacted),
+        });
+        let (commands, rx) = std_mpsc::channel();
+        let thread_shared = shared.clone();
+        let committer = std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer::run(thread_shared, state, rx))
+            .map_err(|e| StoreError::Engine(format!("cannot start the committer thread: {e}")))?;
+        Ok(Embedded { shared, commands, committer: Some(committer) })
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        // Closing the channel stops the committer after its current batch; joining it means the
+        // file lock is released when the last handle goes.
+        let (closed, _) = std_mpsc::channel();
+        drop(std::mem::replace(&mut self.commands, closed));
+        if let Some(thread) = self.committer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Opens the data file, creating it atomically if it does not exist. A file that exists but
+/// cannot be opened is reported, never replaced.
+fn open_file(config: &EmbeddedConfig) -> Result<Database> {
+    let dir = &config.data_dir;
+    let path = dir.join(DATA_FILE);
+    let file_error = |message: String| StoreError::DataFile { path: path.clone(), message };
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::DataFile {
+        path: dir.clone(),
+        message: format!("cannot create the data directory: {e}"),
+    })?;
+    let mut builder = Database::builder();
+    builder.set_cache_size(config.cache_bytes);
+    // Verify page checksums: a damaged file then fails to open with an error instead of
+    // panicking later.
+    builder.set_check_integrity_on_open(true);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() == 0 => {
+            return Err(file_error("the file is empty; it was not created by rkube".into()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_file(dir, &path).map_err(file_error)?,
+        Err(e) => return Err(file_error(format!("cannot read: {e}"))),
+    }
+    builder.open(&path).map_err(|e| file_error(describe_open_error(e)))
+}
+
+fn describe_open_error(e: redb::DatabaseError) -> String {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => "already open in another process".into(),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => format!("corrupt: {what}"),
+        other => format!("cannot open: {other}"),
+    }
+}
+
+/// Initialises a new store under a temporary name, then renames it into place, so a crash during
+/// creation never leaves a half-made file at the real path.
+fn create_file(dir: &Path, path: &Path) -> std::result::Result<(), String> {
+    let tmp = dir.join(format!("{DATA_FILE}.creating"));
+    let _ = std::fs::remove_file(&tmp);
+    let db = Database::create(&tmp).map_err(|e| format!("cannot create: {e}"))?;
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(META_REVISION, INITIAL_REVISION).map_err(|e| e.to_string())?;
+        txn.open_table(KV).map_err(|e| e.to_string())?;
+        txn.open_table(layout::LOG).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    drop(db);
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot move the new file into place: {e}"))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync the data directory: {e}"))
+}
+
+/// Resolves a requested read revision against a snapshot's current and compacted revisions.
+fn read_revision(requested: Option<i64>, current: u64, compacted: u64) -> Result<u64> {
+    match requested {
+        None | Some(0) => Ok(current),
+        Some(r) if r < 0 => Err(StoreError::InvalidRevision(r)),
+        Some(r) if (r as u64) < compacted => Err(StoreError::Compacted { requested: r, compacted: compacted as i64 }),
+        Some(r) if r as u64 > current => Err(StoreError::FutureRevision { requested: r, current: current as i64 }),
+        Some(r) => Ok(r as u64),
+    }
+}
+
+/// Adds a key's visible version to the page. Returns true once the page is full and another
+/// live key was found, which means there is more.
+fn finish_group(
+    key: &[u8],
+    best: Option<(u64, redb::AccessGuard<'_, &'static [u8]>)>,
+    limit: usize,
+    page: &mut ListPage,
+) -> Result<bool> {
+    let Some((rev, value)) = best else { return Ok(false) };
+    let record = Record::decode(value.value())?;
+    let Some(kv) = record.to_kv(key, rev)? else { return Ok(false) };
+    if page.items.len() == limit {
+        page.more = true;
+        return Ok(true);
+    }
+    page.items.push(kv);
+    Ok(false)
+}
+
+#[async_trait]
+impl StoreBackend for Embedded {
+    async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
+        let txn = self.shared.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let at = read_revision(
+            revision,
+            read_meta(&meta, META_REVISION, INITIAL_REVISION)?,
+            read_meta(&meta, META_COMPACTED, 0)?,
+        )?;
+        let kv = txn.open_table(KV)?;
+        Ok(version_at(&kv, key.as_bytes(), at)?.and_then(|(_, live)| live))
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        let txn = self.shared.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let at = read_revision(
+            options.revision,
+            read_meta(&meta, META_REVISION, INITIAL_REVISION)?,
+            read_meta(&meta, META_COMPACTED, 0)?,
+        )?;
+        let table = txn.open_table(KV)?;
+        let prefix = options.prefix.as_bytes();
+        let start = match &options.after {
+            // Every version of `after` sorts before `after ++ 0x01`.
+            Some(after) if after.as_bytes() >= prefix => [after.as_bytes(), &[1]].concat(),
+            _ => prefix.to_vec(),
+        };
+        let range = match prefix_end(prefix) {
+            Some(end) => table.range(start.as_slice()..end.as_slice())?,
+            None => table.range(start.as_slice()..)?,
+        };
+        let limit = options.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
+        let mut page = ListPage { items: Vec::new(), revision: at as i64, more: false };
+        // Versions of one key arrive together, oldest first; the last one at or before `at` wins.
+        let mut group = None;
+        for entry in range {
+            let (k, v) = entry?;
+            let (key, rev) = split_version_key(k.value())?;
+            if group.as_ref().is_none_or(|(g, _): &(Vec<u8>, _)| g.as_slice() != key) {
+                if let Some((key, best)) = group.take()
+                    && finish_group(&key, best, limit, &mut page)?
+                {
+                    return Ok(page);
+                }
+                group = Some((key.to_vec(), None));
+            }
+            if rev <= at {
+                group.as_mut().expect("group set above").1 = Some((rev, v));
+            }
+        }
+        if let Some((key, best)) = group {
+            finish_group(&key, best, limit, &mut page)?;
+        }
+        Ok(page)
+    }
+
+    async fn write(&self, write: Write) -> Result<Written> {
+        self.command(|reply| Command::Write { write, reply }).await
+    }
+
+    async fn watch(&self, options: WatchOptions) -> Result<Watch> {
+        history::start_watch(self.shared.clone(), options)
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        let txn = self.shared.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(read_meta(&meta, META_REVISION, INITIAL_REVISION)? as i64)
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        if revision <= 0 {
+            return Err(StoreError::InvalidRevision(revision));
+        }
+        self.command(|reply| Command::Compact { revision: revision as u64, reply }).await
+    }
+
+    async fn compacted_revision(&self) -> Result<i64> {
+        Ok(self.shared.compacted.load(Ordering::Acquire) as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_revisions_are_resolved_against_the_snapshot() {
+        assert_eq!(read_revision(None, 10, 3).unwrap(), 10);
+        assert_eq!(read_revision(Some(0), 10, 3).unwrap(), 10);
+        assert_eq!(read_revision(Some(3), 10, 3).unwrap(), 3);
+        assert!(matches!(read_revision(Some(2), 10, 3), Err(StoreError::Compacted { requested: 2, compacted: 3 })));
+        assert!(matches!(read_revision(Some(11), 10, 3), Err(StoreError::FutureRevision { .. })));
+        assert!(matches!(read_revision(Some(-1), 10, 3), Err(StoreError::InvalidRevision(-1))));
+    }
+
+    #[test]
+    fn key_strings_must_be_utf8() {
+        assert!(layout::key_string(&[0xff]).is_err());
+    }
+}
