@@ -287,6 +287,11 @@ fn check_value(key: &str, value: &Bytes) -> Result<()> {
     Ok(())
 }
 
+/// FNV-1a: a cheap checksum for test payloads and benchmarks (not for security).
+pub fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The first key after every key that starts with `prefix`, or `None` if there is none.
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
