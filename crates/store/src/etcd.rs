@@ -20,8 +20,10 @@ pub(crate) struct EtcdStore {
     client: Client,
 }
 
-/// gRPC messages may carry a full-size value plus framing.
-const MAX_MESSAGE_BYTES: usize = 2 * MAX_VALUE_BYTES + (64 << 10);
+/// A request carries at most one full-size value plus framing.
+const MAX_REQUEST_BYTES: usize = 2 * MAX_VALUE_BYTES + (64 << 10);
+/// A response may hold a whole unpaginated list; the Kubernetes API server allows MaxInt32 too.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 impl EtcdStore {
     pub(crate) async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
@@ -40,8 +42,12 @@ impl EtcdStore {
     fn kv(&self) -> etcd_client::KvClient {
         self.client
             .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    fn watch_client(&self) -> etcd_client::WatchClient {
+        self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     async fn txn(&self, txn: Txn, key: &str, size: usize) -> Result<etcd_client::TxnResponse> {
@@ -241,7 +247,7 @@ impl StoreBackend for EtcdStore {
             .with_range(prefix_end(&prefix).unwrap_or_else(|| vec![0]))
             .with_prev_key()
             .with_start_revision(options.start_revision);
-        let mut stream = self.client.watch_client().watch(prefix, Some(etcd_options)).await.map_err(map_error)?;
+        let mut stream = self.watch_client().watch(prefix, Some(etcd_options)).await.map_err(map_error)?;
         // The first response confirms the watch, or cancels it because the start was compacted.
         let created = stream.message().await.map_err(map_error)?;
         match created {
@@ -273,7 +279,7 @@ impl StoreBackend for EtcdStore {
     async fn compacted_revision(&self) -> Result<i64> {
         // etcd reports its compacted revision only to a watch that starts before it.
         let options = EtcdWatchOptions::new().with_start_revision(1);
-        let mut stream = self.client.watch_client().watch("/", Some(options)).await.map_err(map_error)?;
+        let mut stream = self.watch_client().watch("/", Some(options)).await.map_err(map_error)?;
         loop {
             match stream.message().await.map_err(map_error)? {
                 Some(r) if r.compact_revision() > 0 => return Ok(r.compact_revision()),
