@@ -1,8 +1,8 @@
 //! Watches on the embedded store.
 //!
 //! A watcher subscribes to the committer's broadcast before it reads anything, then reads the
-//! `log` table for the revisions it missed, then follows the broadcast, skipping what it already
-//! delivered. A watcher that falls more than the broadcast's capacity behind goes back to the log,
+//! `revs` table for the revisions it missed, then follows the broadcast, skipping what it already
+//! delivered. A watcher that falls more than the broadcast's capacity behind goes back to the table,
 //! so a slow consumer costs disk reads, never other watchers' memory.
 
 use std::sync::Arc;
@@ -12,12 +12,10 @@ use redb::ReadableDatabase;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 
-use super::layout::{
-    INITIAL_REVISION, KV, LOG, META, META_COMPACTED, META_REVISION, Record, read_meta, version_at, version_key,
-};
+use super::layout::{REVS, RevRow, VALUES, corrupt};
 use super::{Batch, Shared};
 use crate::watch::{IdleTimer, WATCH_BUFFER};
-use crate::{Result, StoreError, Watch, WatchEvent, WatchOptions};
+use crate::{KeyValue, Result, StoreError, Watch, WatchEvent, WatchOptions};
 
 /// Log rows read per blocking history read.
 const HISTORY_CHUNK: usize = 512;
@@ -144,7 +142,7 @@ impl Watcher {
         self.send(Ok(WatchEvent::Progress { revision: revision as i64 })).await
     }
 
-    /// Reads the log from `next` until it holds nothing newer.
+    /// Reads history from `next` until it holds nothing newer.
     async fn catch_up(&mut self) -> std::result::Result<(), Gone> {
         loop {
             let shared = self.shared.clone();
@@ -193,39 +191,60 @@ struct HistoryChunk {
     caught_up: bool,
 }
 
-/// Reads up to a chunk of logged events from `from` on, in one snapshot.
+/// Reads up to a chunk of events from `from` on, in one snapshot.
 fn read_history(shared: &Shared, prefix: &str, from: u64) -> Result<HistoryChunk> {
+    // Only revisions the index fully describes: their previous versions are findable.
+    let current = shared.committed.load(Ordering::Acquire);
     let txn = shared.db.begin_read()?;
-    let meta = txn.open_table(META)?;
-    let compacted = read_meta(&meta, META_COMPACTED, 0)?;
+    // Checked after the snapshot began: compaction publishes its target before removing rows.
+    let compacted = shared.compacted.load(Ordering::Acquire);
     if from < compacted {
         return Err(StoreError::Compacted { requested: from as i64, compacted: compacted as i64 });
     }
-    let current = read_meta(&meta, META_REVISION, INITIAL_REVISION)?;
-    let log = txn.open_table(LOG)?;
-    let kv = txn.open_table(KV)?;
+    let revs = txn.open_table(REVS)?;
+    let values = txn.open_table(VALUES)?;
+    let value_of = |key: &str, rev: u64| -> Result<Option<KeyValue>> {
+        let Some(version) = shared.index.read().expect("index lock").version_before(key, rev) else {
+            return Ok(None);
+        };
+        if !version.live {
+            return Ok(None);
+        }
+        // Missing only if compaction took it: a previous value may be compacted, as in etcd.
+        Ok(values.get(version.revision)?.map(|value| KeyValue {
+            key: key.to_owned(),
+            value: bytes::Bytes::copy_from_slice(value.value()),
+            create_revision: version.create_revision as i64,
+            mod_revision: version.revision as i64,
+            version: version.version as i64,
+        }))
+    };
     let mut chunk = HistoryChunk { events: Vec::new(), next: current + 1, caught_up: true };
-    for (n, row) in log.range(from..=current)?.enumerate() {
-        let (rev, key) = row?;
-        let (rev, key) = (rev.value(), key.value());
+    for (n, row) in revs.range(from..=current)?.enumerate() {
+        let (rev, raw) = row?;
+        let rev = rev.value();
         if n == HISTORY_CHUNK {
             chunk.next = rev;
             chunk.caught_up = false;
             break;
         }
-        if !key.starts_with(prefix) {
+        let row = RevRow::decode(raw.value())?;
+        if !row.key.starts_with(prefix) {
             continue;
         }
-        let Some(raw) = kv.get(version_key(key.as_bytes(), rev).as_slice())? else {
-            return Err(StoreError::Engine(format!("log row {rev} names {key:?}, which has no such version")));
-        };
-        let prev = match rev.checked_sub(1) {
-            Some(before) => version_at(&kv, key.as_bytes(), before)?.and_then(|(_, live)| live),
-            None => None,
-        };
-        chunk.events.push(match Record::decode(raw.value())?.to_kv(key.as_bytes(), rev)? {
-            Some(kv) => WatchEvent::Put { kv, prev },
-            None => WatchEvent::Delete { key: key.to_owned(), revision: rev as i64, prev },
+        let prev = value_of(row.key, rev - 1)?;
+        chunk.events.push(if row.live {
+            let value = values.get(rev)?.ok_or_else(|| corrupt(&format!("revision {rev} has no value")))?;
+            let kv = KeyValue {
+                key: row.key.to_owned(),
+                value: bytes::Bytes::copy_from_slice(value.value()),
+                create_revision: row.create_revision as i64,
+                mod_revision: rev as i64,
+                version: row.version as i64,
+            };
+            WatchEvent::Put { kv, prev }
+        } else {
+            WatchEvent::Delete { key: row.key.to_owned(), revision: rev as i64, prev }
         });
     }
     Ok(chunk)

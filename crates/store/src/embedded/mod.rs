@@ -1,18 +1,20 @@
 //! The embedded backend: MVCC over redb, with group commit and in-process watch fan-out.
 //!
 //! Writes go to one committer thread, which applies every pending write in one redb transaction
-//! and one fsync (group commit), then acknowledges them and broadcasts their events. Reads use
-//! redb read transactions (snapshots) on the caller's task. Watchers follow the broadcast and
-//! fall back to reading the `log` table when they start in the past or fall behind.
+//! and one fsync (group commit), then acknowledges them and broadcasts their events. Reads find
+//! the revision they need in the in-memory index and read its value with a redb read
+//! transaction on the caller's task. Watchers follow the broadcast and fall back to reading the
+//! `revs` table when they start in the past or fall behind.
 
 mod committer;
 mod history;
+mod index;
 mod layout;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase};
@@ -20,12 +22,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::{
     KeyValue, ListOptions, ListPage, Result, StoreBackend, StoreError, Watch, WatchEvent, WatchOptions, Write, Written,
-    prefix_end,
 };
 use committer::Command;
-use layout::{
-    INITIAL_REVISION, KV, META, META_COMPACTED, META_REVISION, Record, read_meta, split_version_key, version_at,
-};
+use index::{Index, Version};
+use layout::{META, REVS, VALUES};
 
 /// The file the embedded store keeps in its data directory.
 pub const DATA_FILE: &str = "store.redb";
@@ -39,13 +39,17 @@ pub struct EmbeddedConfig {
 
 impl EmbeddedConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> EmbeddedConfig {
-        EmbeddedConfig { data_dir: data_dir.into(), cache_bytes: 256 << 20 }
+        EmbeddedConfig { data_dir: data_dir.into(), cache_bytes: 64 << 20 }
     }
 }
 
 /// State shared by the store handle, the committer thread and the watchers.
 struct Shared {
     db: Database,
+    /// Every version of every key at or before `committed` (and, briefly, a batch more).
+    index: RwLock<Index>,
+    /// The last durably committed revision that the index fully describes: reads happen here.
+    committed: AtomicU64,
     /// Each committed batch's events, in revision order.
     events: broadcast::Sender<Arc<Batch>>,
     /// The last revision whose events have been broadcast.
@@ -80,13 +84,17 @@ impl Embedded {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Engine(e.to_string()))?;
+        create_tables(&db).map_err(StoreError::Engine)?;
         Embedded::start(db)
     }
 
     fn start(db: Database) -> Result<Embedded> {
-        let state = committer::State::load(&db)?;
+        let mut index = Index::default();
+        let state = committer::State::load(&db, &mut index)?;
         let shared = Arc::new(Shared {
             db,
+            index: RwLock::new(index),
+            committed: AtomicU64::new(state.revision),
             events: broadcast::channel(BROADCAST_BATCHES).0,
             published: AtomicU64::new(state.revision),
             compacted: AtomicU64::new(state.compacted),
@@ -159,17 +167,18 @@ fn create_file(dir: &Path, path: &Path) -> std::result::Result<(), String> {
     let tmp = dir.join(format!("{DATA_FILE}.creating"));
     let _ = std::fs::remove_file(&tmp);
     let db = Database::create(&tmp).map_err(|e| format!("cannot create: {e}"))?;
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-        meta.insert(META_REVISION, INITIAL_REVISION).map_err(|e| e.to_string())?;
-        txn.open_table(KV).map_err(|e| e.to_string())?;
-        txn.open_table(layout::LOG).map_err(|e| e.to_string())?;
-    }
-    txn.commit().map_err(|e| e.to_string())?;
+    create_tables(&db)?;
     drop(db);
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot move the new file into place: {e}"))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync the data directory: {e}"))
+}
+
+fn create_tables(db: &Database) -> std::result::Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.open_table(META).map_err(|e| e.to_string())?;
+    txn.open_table(REVS).map_err(|e| e.to_string())?;
+    txn.open_table(VALUES).map_err(|e| e.to_string())?;
+    txn.commit().map_err(|e| e.to_string())
 }
 
 /// Resolves a requested read revision against a snapshot's current and compacted revisions.
@@ -183,81 +192,68 @@ fn read_revision(requested: Option<i64>, current: u64, compacted: u64) -> Result
     }
 }
 
-/// Adds a key's visible version to the page. Returns true once the page is full and another
-/// live key was found, which means there is more.
-fn finish_group(
-    key: &[u8],
-    best: Option<(u64, redb::AccessGuard<'_, &'static [u8]>)>,
-    limit: usize,
-    page: &mut ListPage,
-) -> Result<bool> {
-    let Some((rev, value)) = best else { return Ok(false) };
-    let record = Record::decode(value.value())?;
-    let Some(kv) = record.to_kv(key, rev)? else { return Ok(false) };
-    if page.items.len() == limit {
-        page.more = true;
-        return Ok(true);
+impl Embedded {
+    fn read_at(&self, requested: Option<i64>) -> Result<u64> {
+        read_revision(
+            requested,
+            self.shared.committed.load(Ordering::Acquire),
+            self.shared.compacted.load(Ordering::Acquire),
+        )
     }
-    page.items.push(kv);
-    Ok(false)
+
+    /// Reads the values of versions picked from the index for a read at `at`.
+    fn values(&self, at: u64, picked: Vec<(String, Version)>) -> Result<Vec<KeyValue>> {
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.shared.db.begin_read()?;
+        // Compaction sets the compacted revision before it removes anything, so checking it
+        // after the snapshot began proves the picked versions are in the snapshot.
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        if at < compacted {
+            return Err(StoreError::Compacted { requested: at as i64, compacted: compacted as i64 });
+        }
+        let values = txn.open_table(VALUES)?;
+        picked
+            .into_iter()
+            .map(|(key, v)| {
+                let value = values
+                    .get(v.revision)?
+                    .ok_or_else(|| layout::corrupt(&format!("revision {} of {key:?} has no value", v.revision)))?;
+                Ok(KeyValue {
+                    key,
+                    value: bytes::Bytes::copy_from_slice(value.value()),
+                    create_revision: v.create_revision as i64,
+                    mod_revision: v.revision as i64,
+                    version: v.version as i64,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
 impl StoreBackend for Embedded {
     async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
-        let txn = self.shared.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let at = read_revision(
-            revision,
-            read_meta(&meta, META_REVISION, INITIAL_REVISION)?,
-            read_meta(&meta, META_COMPACTED, 0)?,
-        )?;
-        let kv = txn.open_table(KV)?;
-        Ok(version_at(&kv, key.as_bytes(), at)?.and_then(|(_, live)| live))
+        let at = self.read_at(revision)?;
+        let Some(version) = self.shared.index.read().expect("index lock").live_at(key, at) else {
+            return Ok(None);
+        };
+        Ok(self.values(at, vec![(key.to_owned(), version)])?.pop())
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
-        let txn = self.shared.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let at = read_revision(
-            options.revision,
-            read_meta(&meta, META_REVISION, INITIAL_REVISION)?,
-            read_meta(&meta, META_COMPACTED, 0)?,
-        )?;
-        let table = txn.open_table(KV)?;
-        let prefix = options.prefix.as_bytes();
-        let start = match &options.after {
-            // Every version of `after` sorts before `after ++ 0x01`.
-            Some(after) if after.as_bytes() >= prefix => [after.as_bytes(), &[1]].concat(),
-            _ => prefix.to_vec(),
-        };
-        let range = match prefix_end(prefix) {
-            Some(end) => table.range(start.as_slice()..end.as_slice())?,
-            None => table.range(start.as_slice()..)?,
-        };
+        let at = self.read_at(options.revision)?;
         let limit = options.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
-        let mut page = ListPage { items: Vec::new(), revision: at as i64, more: false };
-        // Versions of one key arrive together, oldest first; the last one at or before `at` wins.
-        let mut group = None;
-        for entry in range {
-            let (k, v) = entry?;
-            let (key, rev) = split_version_key(k.value())?;
-            if group.as_ref().is_none_or(|(g, _): &(Vec<u8>, _)| g.as_slice() != key) {
-                if let Some((key, best)) = group.take()
-                    && finish_group(&key, best, limit, &mut page)?
-                {
-                    return Ok(page);
-                }
-                group = Some((key.to_vec(), None));
-            }
-            if rev <= at {
-                group.as_mut().expect("group set above").1 = Some((rev, v));
-            }
-        }
-        if let Some((key, best)) = group {
-            finish_group(&key, best, limit, &mut page)?;
-        }
-        Ok(page)
+        let mut picked = self.shared.index.read().expect("index lock").live_range(
+            &options.prefix,
+            options.after.as_deref(),
+            at,
+            limit.saturating_add(1),
+        );
+        let more = picked.len() > limit;
+        picked.truncate(limit);
+        Ok(ListPage { items: self.values(at, picked)?, revision: at as i64, more })
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
@@ -269,9 +265,7 @@ impl StoreBackend for Embedded {
     }
 
     async fn current_revision(&self) -> Result<i64> {
-        let txn = self.shared.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(read_meta(&meta, META_REVISION, INITIAL_REVISION)? as i64)
+        Ok(self.shared.committed.load(Ordering::Acquire) as i64)
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
@@ -298,10 +292,5 @@ mod tests {
         assert!(matches!(read_revision(Some(2), 10, 3), Err(StoreError::Compacted { requested: 2, compacted: 3 })));
         assert!(matches!(read_revision(Some(11), 10, 3), Err(StoreError::FutureRevision { .. })));
         assert!(matches!(read_revision(Some(-1), 10, 3), Err(StoreError::InvalidRevision(-1))));
-    }
-
-    #[test]
-    fn key_strings_must_be_utf8() {
-        assert!(layout::key_string(&[0xff]).is_err());
     }
 }
