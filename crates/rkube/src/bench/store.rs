@@ -23,13 +23,15 @@ pub struct Args {
     /// same disk, so both pay the same fsync.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Seconds of idleness over which disk writes are counted.
+    #[arg(long, default_value_t = 5)]
+    idle_seconds: u64,
 }
 
 /// Kubernetes objects are typically one to a few KiB.
 const VALUE_BYTES: usize = 1024;
 const LIST_KEYS: usize = 10_000;
 const WATCH_EVENTS: usize = 500;
-const IDLE: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Default)]
 struct Figures {
@@ -44,11 +46,14 @@ struct Figures {
     list_10k_paged_ms: f64,
     watch_p50_ms: f64,
     watch_p99_ms: f64,
+    /// One writer's latency while the history of an update-heavy phase is compacted.
+    compacting_write_p99_ms: f64,
+    compacting_write_max_ms: f64,
     /// Embedded: opening the store file with the benchmark's data. etcd: process start until it
     /// answers, on the same data.
     open_ms: f64,
-    /// Bytes written to disk by the store's process while nobody uses it for 5 s.
-    idle_write_bytes_5s: u64,
+    /// Bytes written to disk by the store's process while nobody uses it (5 s by default).
+    idle_write_bytes: u64,
     /// etcd: the server's resident memory. Embedded: how much the benchmark process grew.
     rss_mb: f64,
 }
@@ -65,6 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => tempfile::tempdir()?,
     };
     let phase = Duration::from_secs(args.seconds);
+    let idle = Duration::from_secs(args.idle_seconds);
     let log = |what: &str| {
         if !args.json {
             eprintln!("{what}");
@@ -72,9 +78,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     log("embedded: running");
-    let embedded = bench_embedded(&base.path().join("embedded"), phase).await?;
+    let embedded = bench_embedded(&base.path().join("embedded"), phase, idle).await?;
     log("etcd: starting a real etcd and running");
-    let etcd = bench_etcd(&base.path().join("etcd"), phase).await?;
+    let etcd = bench_etcd(&base.path().join("etcd"), phase, idle).await?;
     let report = Report { embedded, etcd };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -84,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_embedded(dir: &Path, phase: Duration) -> anyhow::Result<Figures> {
+async fn bench_embedded(dir: &Path, phase: Duration, idle: Duration) -> anyhow::Result<Figures> {
     let pid = std::process::id();
     let rss_before = proc_field(pid, "status", "VmRSS").unwrap_or(0);
     let config = EmbeddedConfig::new(dir);
@@ -96,12 +102,12 @@ async fn bench_embedded(dir: &Path, phase: Duration) -> anyhow::Result<Figures> 
     let started = Instant::now();
     let store = Store::open(Backend::Embedded(config)).await?;
     figures.open_ms = ms(started.elapsed());
-    figures.idle_write_bytes_5s = idle_writes(pid).await;
+    figures.idle_write_bytes = idle_writes(pid, idle).await;
     drop(store);
     Ok(figures)
 }
 
-async fn bench_etcd(dir: &Path, phase: Duration) -> anyhow::Result<Figures> {
+async fn bench_etcd(dir: &Path, phase: Duration, idle: Duration) -> anyhow::Result<Figures> {
     let etcd = EtcdProcess::start(dir).await?;
     let store = Store::open(Backend::Etcd { endpoints: vec![etcd.endpoint().to_owned()] }).await?;
     let mut figures = workload(&store, phase).await?;
@@ -112,7 +118,7 @@ async fn bench_etcd(dir: &Path, phase: Duration) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let etcd = EtcdProcess::start(dir).await?;
     figures.open_ms = ms(started.elapsed());
-    figures.idle_write_bytes_5s = idle_writes(etcd.pid()).await;
+    figures.idle_write_bytes = idle_writes(etcd.pid(), idle).await;
     Ok(figures)
 }
 
@@ -136,6 +142,9 @@ async fn workload(store: &Store, phase: Duration) -> anyhow::Result<Figures> {
     let mut lat = watch_latency(store, &value).await?;
     lat.sort();
     (f.watch_p50_ms, f.watch_p99_ms) = (percentile_ms(&lat, 50.0), percentile_ms(&lat, 99.0));
+    let mut lat = compaction_latency(store, phase, &value).await?;
+    lat.sort();
+    (f.compacting_write_p99_ms, f.compacting_write_max_ms) = (percentile_ms(&lat, 99.0), percentile_ms(&lat, 100.0));
     Ok(f)
 }
 
@@ -274,10 +283,67 @@ async fn watch_latency(store: &Store, value: &Bytes) -> anyhow::Result<Vec<Durat
     Ok(latencies)
 }
 
-async fn idle_writes(pid: u32) -> u64 {
-    let before = proc_field(pid, "io", "write_bytes").unwrap_or(0);
-    tokio::time::sleep(IDLE).await;
-    proc_field(pid, "io", "write_bytes").unwrap_or(0).saturating_sub(before)
+/// 16 writers update 1,024 keys over and over for `phase`, building history; then that history
+/// is compacted while one writer goes on writing. Returns that writer's latencies.
+async fn compaction_latency(store: &Store, phase: Duration, value: &Bytes) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + phase;
+    let churners: Vec<_> = (0..16)
+        .map(|w| {
+            let (store, value) = (store.clone(), value.clone());
+            tokio::spawn(async move {
+                let mut revisions = Vec::new();
+                for k in 0..64 {
+                    revisions.push(store.create(&format!("/bench/churn/{w}/{k}"), value.clone()).await?.mod_revision);
+                }
+                let mut k = 0;
+                while Instant::now() < deadline {
+                    let key = format!("/bench/churn/{w}/{k}");
+                    revisions[k] = store.update(&key, value.clone(), revisions[k]).await?.mod_revision;
+                    k = (k + 1) % revisions.len();
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for c in churners {
+        c.await??;
+    }
+    let target = store.current_revision().await?;
+    let writer = {
+        let (store, value) = (store.clone(), value.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + phase;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                store.create(&format!("/bench/during/{}", latencies.len()), value.clone()).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.compact(target).await?;
+    writer.await?
+}
+
+/// Bytes the process writes over `idle` once it is idle: first it may finish background work
+/// (compaction catching up), until it writes under 64 KiB in a second or a minute has passed.
+async fn idle_writes(pid: u32, idle: Duration) -> u64 {
+    let written = || proc_field(pid, "io", "write_bytes").unwrap_or(0);
+    let settle_by = Instant::now() + Duration::from_secs(60);
+    let mut last = written();
+    while Instant::now() < settle_by {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = written();
+        if now - last < 64 << 10 {
+            break;
+        }
+        last = now;
+    }
+    let before = written();
+    tokio::time::sleep(idle).await;
+    written().saturating_sub(before)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -285,7 +351,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn print_table(r: &Report) {
-    let rows: [(&str, f64, f64, bool); 14] = [
+    let rows: [(&str, f64, f64, bool); 16] = [
         ("durable writes/s, 1 writer", r.embedded.writes_per_s_1, r.etcd.writes_per_s_1, true),
         ("  write p50 ms, 1 writer", r.embedded.write_p50_ms_1, r.etcd.write_p50_ms_1, false),
         ("  write p99 ms, 1 writer", r.embedded.write_p99_ms_1, r.etcd.write_p99_ms_1, false),
@@ -297,13 +363,10 @@ fn print_table(r: &Report) {
         ("list 10k keys in pages of 500 ms", r.embedded.list_10k_paged_ms, r.etcd.list_10k_paged_ms, false),
         ("watch delivery p50 ms", r.embedded.watch_p50_ms, r.etcd.watch_p50_ms, false),
         ("watch delivery p99 ms", r.embedded.watch_p99_ms, r.etcd.watch_p99_ms, false),
+        ("write p99 ms while compacting", r.embedded.compacting_write_p99_ms, r.etcd.compacting_write_p99_ms, false),
+        ("write max ms while compacting", r.embedded.compacting_write_max_ms, r.etcd.compacting_write_max_ms, false),
         ("open / start ms", r.embedded.open_ms, r.etcd.open_ms, false),
-        (
-            "idle disk writes, bytes in 5 s",
-            r.embedded.idle_write_bytes_5s as f64,
-            r.etcd.idle_write_bytes_5s as f64,
-            false,
-        ),
+        ("idle disk writes, bytes", r.embedded.idle_write_bytes as f64, r.etcd.idle_write_bytes as f64, false),
         ("memory MiB", r.embedded.rss_mb, r.etcd.rss_mb, false),
     ];
     println!("{:<36} {:>12} {:>12} {:>10}", "", "embedded", "etcd", "better by");

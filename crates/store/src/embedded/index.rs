@@ -61,21 +61,23 @@ impl Index {
             .collect()
     }
 
-    /// Forgets the key's versions that no revision at or after `target` can see: every version
-    /// superseded at `target`, and a delete before `target`. Returns their revisions.
-    pub(super) fn compact_key(&mut self, key: &str, target: u64) -> Vec<u64> {
-        let Some(versions) = self.keys.get_mut(key) else { return Vec::new() };
+    /// Forgets up to `limit` of the key's versions that no revision at or after `target` can
+    /// see: every version superseded at `target`, and a delete before `target`. Returns their
+    /// revisions, oldest first, and whether any such version remains.
+    pub(super) fn compact_key(&mut self, key: &str, target: u64, limit: usize) -> (Vec<u64>, bool) {
+        let Some(versions) = self.keys.get_mut(key) else { return (Vec::new(), false) };
         // The last version at or before the target stays, unless it is a delete before it.
-        let keep_from = match versions.iter().rposition(|v| v.revision <= target) {
+        let obsolete = match versions.iter().rposition(|v| v.revision <= target) {
             Some(i) if !versions[i].live && versions[i].revision < target => i + 1,
             Some(i) => i,
             None => 0,
         };
-        let removed: Vec<u64> = versions.drain(..keep_from).map(|v| v.revision).collect();
+        let removed: Vec<u64> = versions.drain(..obsolete.min(limit)).map(|v| v.revision).collect();
+        let more = obsolete > limit;
         if versions.is_empty() {
             self.keys.remove(key);
         }
-        removed
+        (removed, more)
     }
 
     #[cfg(test)]
@@ -139,20 +141,32 @@ mod tests {
     #[test]
     fn compaction_keeps_what_the_target_can_see() {
         let mut index = sample();
-        assert_eq!(index.compact_key("/a", 4), vec![2]);
+        assert_eq!(index.compact_key("/a", 4, 10), (vec![2], false));
         assert_eq!(index.versions("/a"), [4]);
         // The delete at 5 is the latest at 5: kept, so a watch from 5 still sees it.
-        assert_eq!(index.compact_key("/b", 5), vec![3]);
+        assert_eq!(index.compact_key("/b", 5, 10), (vec![3], false));
         assert_eq!(index.versions("/b"), [5, 7]);
         // Past the target, the delete goes.
-        assert_eq!(index.compact_key("/b", 6), vec![5]);
+        assert_eq!(index.compact_key("/b", 6, 10), (vec![5], false));
         assert_eq!(index.versions("/b"), [7]);
-        assert_eq!(index.compact_key("/b", 6), Vec::<u64>::new(), "idempotent");
+        assert_eq!(index.compact_key("/b", 6, 10), (vec![], false), "idempotent");
 
         let mut gone = Index::default();
         gone.push("/g", put(2, 2, 1));
         gone.push("/g", delete(3));
-        assert_eq!(gone.compact_key("/g", 9), vec![2, 3]);
+        assert_eq!(gone.compact_key("/g", 9, 10), (vec![2, 3], false));
         assert!(gone.keys.is_empty(), "a deleted key leaves the index");
+    }
+
+    #[test]
+    fn compaction_of_a_key_can_be_done_in_slices() {
+        let mut index = Index::default();
+        for (i, rev) in (10..20).enumerate() {
+            index.push("/hot", put(rev, 10, i as u64 + 1));
+        }
+        assert_eq!(index.compact_key("/hot", 19, 4), (vec![10, 11, 12, 13], true));
+        assert_eq!(index.compact_key("/hot", 19, 4), (vec![14, 15, 16, 17], true));
+        assert_eq!(index.compact_key("/hot", 19, 4), (vec![18], false));
+        assert_eq!(index.versions("/hot"), [19]);
     }
 }
