@@ -26,6 +26,9 @@ pub enum StoreError {
     #[error("invalid revision {0}")]
     InvalidRevision(i64),
 
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
     #[error("value for key {key:?} is {size} bytes, over the limit of {limit} bytes")]
     ValueTooLarge { key: String, size: usize, limit: usize },
 

@@ -277,16 +277,32 @@ impl StoreBackend for EtcdStore {
     }
 
     async fn compacted_revision(&self) -> Result<i64> {
-        // etcd reports its compacted revision only to a watch that starts before it.
-        let options = EtcdWatchOptions::new().with_start_revision(1);
-        let mut stream = self.watch_client().watch("/", Some(options)).await.map_err(map_error)?;
-        loop {
-            match stream.message().await.map_err(map_error)? {
-                Some(r) if r.compact_revision() > 0 => return Ok(r.compact_revision()),
-                Some(r) if r.created() => continue,
-                _ => return Ok(0),
+        // etcd reports its compacted revision only asynchronously, to a watch. Reads below it
+        // fail, so the oldest readable revision is found by bisection: ~20 count-only reads,
+        // and this is asked only on error paths.
+        let readable = |revision: i64| async move {
+            let options = GetOptions::new().with_count_only().with_revision(revision);
+            match self.kv().get("/", Some(options)).await {
+                Ok(_) => Ok(true),
+                Err(e) => match map_error(e) {
+                    StoreError::Compacted { .. } => Ok(false),
+                    other => Err(other),
+                },
+            }
+        };
+        if readable(1).await? {
+            return Ok(0);
+        }
+        let (mut unreadable, mut read_ok) = (1, self.current_revision().await?);
+        while read_ok - unreadable > 1 {
+            let mid = unreadable + (read_ok - unreadable) / 2;
+            if readable(mid).await? {
+                read_ok = mid;
+            } else {
+                unreadable = mid;
             }
         }
+        Ok(read_ok)
     }
 }
 

@@ -151,6 +151,7 @@ impl Store {
     /// Reads a key at the latest revision, or at `revision`.
     pub async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
         check_key(key)?;
+        check_read_revision(revision)?;
         self.inner.get(key, revision).await
     }
 
@@ -159,6 +160,7 @@ impl Store {
         if let Some(after) = &options.after {
             check_key(after)?;
         }
+        check_read_revision(options.revision)?;
         self.inner.list(options).await
     }
 
@@ -197,6 +199,9 @@ impl Store {
         if options.start_revision < 0 {
             return Err(StoreError::InvalidRevision(options.start_revision));
         }
+        if options.progress_interval.is_some_and(|i| i.is_zero()) {
+            return Err(StoreError::InvalidArgument("the progress interval must be longer than zero".into()));
+        }
         self.inner.watch(options).await
     }
 
@@ -207,6 +212,7 @@ impl Store {
     /// Forgets history before `revision`: reads and watches before it fail with
     /// [`StoreError::Compacted`]. The latest value of every live key is always kept.
     pub async fn compact(&self, revision: i64) -> Result<()> {
+        check_revision(revision)?;
         self.inner.compact(revision).await
     }
 
@@ -266,6 +272,14 @@ fn check_key(key: &str) -> Result<()> {
         return Ok(());
     };
     Err(StoreError::InvalidKey { key: key.to_owned(), reason })
+}
+
+/// A read at a revision: none or 0 means the latest; a negative one is a mistake.
+fn check_read_revision(revision: Option<i64>) -> Result<()> {
+    match revision {
+        Some(r) if r < 0 => Err(StoreError::InvalidRevision(r)),
+        _ => Ok(()),
+    }
 }
 
 /// A key's mod revision is always positive; 0 would match a missing key in etcd.

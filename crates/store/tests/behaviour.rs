@@ -57,6 +57,7 @@ async fn next_change(watch: &mut Watch) -> WatchEvent {
 }
 
 async fn crud_and_revisions(s: &Store) {
+    assert_eq!(s.compacted_revision().await.unwrap(), 0, "a new store has compacted nothing");
     let start = s.current_revision().await.unwrap();
     let created = s.create("/t/a", b("1")).await.unwrap();
     assert_eq!(created.mod_revision, start + 1);
@@ -249,15 +250,26 @@ async fn slow_watcher_gets_everything(s: &Store) {
             })
         })
         .collect();
-    for w in writers {
+    for (n, w) in writers.into_iter().enumerate() {
         w.await.unwrap();
+        if n % 3 == 0 {
+            // Progress asked for while the watch is far behind.
+            watch.request_progress();
+        }
     }
-    // Only now does the consumer read: the watch buffered or re-read from history.
-    let mut last = 0;
-    for _ in 0..total {
-        let event = next_change(&mut watch).await;
-        assert!(event.revision() > last, "revision order");
-        last = event.revision();
+    // Only now does the consumer read: the watch buffered or re-read from history. A progress
+    // report may come at any point, but it must never claim a revision not yet delivered.
+    let (mut last, mut claimed, mut received) = (0, 0, 0);
+    while received < total {
+        match next_event(&mut watch).await {
+            WatchEvent::Progress { revision } => claimed = claimed.max(revision),
+            event => {
+                assert!(event.revision() > last, "revision order");
+                assert!(event.revision() > claimed, "progress {claimed} claimed event {} early", event.revision());
+                last = event.revision();
+                received += 1;
+            }
+        }
     }
     assert_eq!(last, s.current_revision().await.unwrap());
 }
@@ -363,6 +375,14 @@ async fn size_and_key_limits(s: &Store) {
         assert!(matches!(s.get(bad, None).await, Err(StoreError::InvalidKey { .. })), "{bad:?}");
     }
     assert!(matches!(s.update("/big/at-limit", b("v"), 0).await, Err(StoreError::InvalidRevision(0))));
+    assert!(matches!(s.get("/big/at-limit", Some(-1)).await, Err(StoreError::InvalidRevision(-1))));
+    assert!(matches!(
+        s.list(&ListOptions { prefix: "/big/".into(), revision: Some(-2), ..Default::default() }).await,
+        Err(StoreError::InvalidRevision(-2))
+    ));
+    assert!(matches!(s.compact(-3).await, Err(StoreError::InvalidRevision(-3))));
+    let zero = WatchOptions { prefix: "/big/".into(), progress_interval: Some(Duration::ZERO), ..Default::default() };
+    assert!(matches!(s.watch(zero).await, Err(StoreError::InvalidArgument(_))));
 }
 
 async fn progress_reports_the_current_revision(s: &Store) {

@@ -34,6 +34,19 @@ async fn data_and_history_survive_reopen() {
     assert_eq!(watch.next().await.unwrap().unwrap(), WatchEvent::Put { kv: second, prev: Some(first) });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_end_when_the_store_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await.unwrap();
+    let mut watch = store.watch(WatchOptions { prefix: "/w/".into(), ..Default::default() }).await.unwrap();
+    drop(store);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("the watch ends");
+    assert!(end.is_none(), "expected the end of the watch, got {end:?}");
+    drop(watch);
+    // Nothing holds the file any more.
+    open(dir.path()).await.expect("reopen after close");
+}
+
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::index::{Index, Version};
 use super::layout::{INITIAL_REVISION, META, META_COMPACT_DONE, META_COMPACTED, REVS, RevRow, VALUES, corrupt};
@@ -68,7 +68,12 @@ impl State {
     }
 }
 
-pub(super) fn run(shared: Arc<Shared>, mut state: State, commands: Receiver<Command>) {
+pub(super) fn run(
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<Batch>>,
+    mut state: State,
+    commands: Receiver<Command>,
+) {
     let mut last_step = Instant::now();
     loop {
         let first = if compaction_pending(&state) {
@@ -94,7 +99,7 @@ pub(super) fn run(shared: Arc<Shared>, mut state: State, commands: Receiver<Comm
                 Err(_) => break,
             }
         }
-        commit_batch(&shared, &mut state, batch);
+        commit_batch(&shared, &events, &mut state, batch);
         // Under load the wait above never times out; steps then come between batches.
         if compaction_pending(&state) && last_step.elapsed() >= COMPACT_PACE {
             compact(&shared, &mut state);
@@ -110,7 +115,9 @@ fn compaction_pending(state: &State) -> bool {
 fn compact(shared: &Shared, state: &mut State) {
     if let Err(e) = compact_step(shared, state) {
         tracing::error!("store compaction step failed: {e}");
-        // Give up on this target; the rows stay, and the next compaction starts over from here.
+        // Give up on this target. The index already forgot what this step took, but the rows
+        // stay on disk until the next start, which indexes them again and resumes from the
+        // saved cursor.
         state.compact_done = state.compacted;
     }
 }
@@ -127,7 +134,7 @@ struct Applied {
     versions: Vec<(String, Version)>,
 }
 
-fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<Command>) {
+fn commit_batch(shared: &Shared, events: &broadcast::Sender<Arc<Batch>>, state: &mut State, batch: Vec<Command>) {
     let mut applied = Applied::default();
     let mut revision = state.revision;
     let mut compacted = state.compacted;
@@ -174,7 +181,7 @@ fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<Command>) {
     })();
 
     match outcome {
-        Ok(()) => publish(shared, state, applied, revision, compacted),
+        Ok(()) => publish(shared, events, state, applied, revision, compacted),
         Err(e) => {
             tracing::error!("store commit failed: {e}");
             let failed = || StoreError::Engine(format!("commit failed: {e}"));
@@ -189,7 +196,14 @@ fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<Command>) {
 }
 
 /// Makes a durable batch visible: index, then revision, then events, then replies.
-fn publish(shared: &Shared, state: &mut State, applied: Applied, revision: u64, compacted: u64) {
+fn publish(
+    shared: &Shared,
+    events: &broadcast::Sender<Arc<Batch>>,
+    state: &mut State,
+    applied: Applied,
+    revision: u64,
+    compacted: u64,
+) {
     {
         let mut index = shared.index.write().expect("index lock");
         for (key, version) in &applied.versions {
@@ -198,11 +212,11 @@ fn publish(shared: &Shared, state: &mut State, applied: Applied, revision: u64, 
     }
     state.revision = revision;
     state.compacted = compacted;
-    shared.compacted.store(compacted, Ordering::Release);
+    // The revision first: a read at the old one must not see a compaction past it.
     shared.committed.store(revision, Ordering::Release);
+    shared.compacted.store(compacted, Ordering::Release);
     if !applied.events.is_empty() {
-        let _ = shared.events.send(Arc::new(Batch { events: applied.events, last_revision: revision }));
-        shared.published.store(revision, Ordering::Release);
+        let _ = events.send(Arc::new(Batch { events: applied.events, last_revision: revision }));
     }
     for (reply, result) in applied.writes {
         let _ = reply.send(result);

@@ -20,12 +20,18 @@ use crate::{KeyValue, Result, StoreError, Watch, WatchEvent, WatchOptions};
 /// Log rows read per blocking history read.
 const HISTORY_CHUNK: usize = 512;
 
-pub(super) fn start_watch(shared: Arc<Shared>, options: WatchOptions) -> Result<Watch> {
-    let batches = shared.events.subscribe();
-    let published = shared.published.load(Ordering::Acquire);
+pub(super) fn start_watch(
+    shared: Arc<Shared>,
+    events_sender: &broadcast::Sender<Arc<Batch>>,
+    options: WatchOptions,
+) -> Result<Watch> {
+    let batches = events_sender.subscribe();
+    // `committed` is stored before a batch is sent: every revision after it arrives on
+    // `batches`, and anything up to it that does not is read from disk.
+    let committed = shared.committed.load(Ordering::Acquire);
     let compacted = shared.compacted.load(Ordering::Acquire);
     let next = match options.start_revision {
-        0 => published + 1,
+        0 => committed + 1,
         start if (start as u64) < compacted => {
             return Err(StoreError::Compacted { requested: start, compacted: compacted as i64 });
         }
@@ -37,8 +43,8 @@ pub(super) fn start_watch(shared: Arc<Shared>, options: WatchOptions) -> Result<
         shared,
         prefix: options.prefix,
         next,
-        seen: published.min(next - 1),
-        behind: next <= published,
+        seen: committed.min(next - 1),
+        behind: next <= committed,
         events,
     };
     let task = tokio::spawn(watcher.run(batches, progress_rx, IdleTimer::new(options.progress_interval)));
@@ -105,6 +111,11 @@ impl Watcher {
 
     /// Delivers a batch's matching events that were not delivered yet. Returns whether any were.
     async fn deliver(&mut self, batch: &Batch) -> std::result::Result<bool, Gone> {
+        // Batches cover every revision in order, so a batch starting past `next` means some
+        // were missed (a lag, or a batch sent while this watch subscribed): read them first.
+        if batch.events.first().is_some_and(|e| e.revision() as u64 > self.next) {
+            self.catch_up().await?;
+        }
         let mut sent = false;
         for event in &batch.events {
             let revision = event.revision() as u64;
@@ -118,27 +129,28 @@ impl Watcher {
         Ok(sent)
     }
 
-    /// Reports progress at a revision up to which everything has been delivered: the batches
-    /// published before the report began are drained first.
+    /// Reports progress at a revision up to which everything has been delivered: what was
+    /// committed when the report began, after draining the batches already sent and reading
+    /// from disk whatever of it did not arrive.
     async fn report_progress(
         &mut self,
         batches: &mut broadcast::Receiver<Arc<Batch>>,
     ) -> std::result::Result<(), Gone> {
-        let published = self.shared.published.load(Ordering::Acquire);
+        let committed = self.shared.committed.load(Ordering::Acquire);
         loop {
             match batches.try_recv() {
                 Ok(batch) => {
                     self.deliver(&batch).await?;
                 }
-                Err(TryRecvError::Lagged(_)) => self.behind = true,
+                Err(TryRecvError::Lagged(_)) => self.catch_up().await?,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Closed) => return Err(Gone),
             }
         }
-        if self.behind {
+        if self.next <= committed {
             self.catch_up().await?;
         }
-        let revision = published.max(self.seen);
+        let revision = committed.max(self.seen);
         self.send(Ok(WatchEvent::Progress { revision: revision as i64 })).await
     }
 
@@ -219,7 +231,8 @@ fn read_history(shared: &Shared, prefix: &str, from: u64) -> Result<HistoryChunk
             version: version.version as i64,
         }))
     };
-    let mut chunk = HistoryChunk { events: Vec::new(), next: current + 1, caught_up: true };
+    // A watch may start past the current revision: never move it back.
+    let mut chunk = HistoryChunk { events: Vec::new(), next: from.max(current + 1), caught_up: true };
     for (n, row) in revs.range(from..=current)?.enumerate() {
         let (rev, raw) = row?;
         let rev = rev.value();

@@ -50,10 +50,6 @@ struct Shared {
     index: RwLock<Index>,
     /// The last durably committed revision that the index fully describes: reads happen here.
     committed: AtomicU64,
-    /// Each committed batch's events, in revision order.
-    events: broadcast::Sender<Arc<Batch>>,
-    /// The last revision whose events have been broadcast.
-    published: AtomicU64,
     /// Reads and watches before this revision fail with `Compacted`.
     compacted: AtomicU64,
 }
@@ -68,6 +64,9 @@ const BROADCAST_BATCHES: usize = 4096;
 
 pub(crate) struct Embedded {
     shared: Arc<Shared>,
+    /// Each committed batch's events, in revision order. Only this handle and the committer
+    /// hold senders, so watches end when the store closes (watchers hold `Shared`, not this).
+    events: broadcast::Sender<Arc<Batch>>,
     commands: std_mpsc::Sender<Command>,
     committer: Option<std::thread::JoinHandle<()>>,
 }
@@ -95,17 +94,16 @@ impl Embedded {
             db,
             index: RwLock::new(index),
             committed: AtomicU64::new(state.revision),
-            events: broadcast::channel(BROADCAST_BATCHES).0,
-            published: AtomicU64::new(state.revision),
             compacted: AtomicU64::new(state.compacted),
         });
         let (commands, rx) = std_mpsc::channel();
-        let thread_shared = shared.clone();
+        let events = broadcast::channel(BROADCAST_BATCHES).0;
+        let (thread_shared, thread_events) = (shared.clone(), events.clone());
         let committer = std::thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || committer::run(thread_shared, state, rx))
+            .spawn(move || committer::run(thread_shared, thread_events, state, rx))
             .map_err(|e| StoreError::Engine(format!("cannot start the committer thread: {e}")))?;
-        Ok(Embedded { shared, commands, committer: Some(committer) })
+        Ok(Embedded { shared, events, commands, committer: Some(committer) })
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
@@ -201,18 +199,25 @@ impl Embedded {
         )
     }
 
-    /// Reads the values of versions picked from the index for a read at `at`.
-    fn values(&self, at: u64, picked: Vec<(String, Version)>) -> Result<Vec<KeyValue>> {
-        if picked.is_empty() {
-            return Ok(Vec::new());
-        }
-        let txn = self.shared.db.begin_read()?;
-        // Compaction sets the compacted revision before it removes anything, so checking it
-        // after the snapshot began proves the picked versions are in the snapshot.
+    /// Fails if a read at `at` may have lost versions to a compaction that began meanwhile.
+    fn still_readable(&self, at: u64) -> Result<()> {
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if at < compacted {
             return Err(StoreError::Compacted { requested: at as i64, compacted: compacted as i64 });
         }
+        Ok(())
+    }
+
+    /// Reads the values of versions picked from the index for a read at `at`.
+    fn values(&self, at: u64, picked: Vec<(String, Version)>) -> Result<Vec<KeyValue>> {
+        // Compaction publishes its target before it trims the index or the disk, so checking
+        // after the pick and after the snapshot began proves both saw everything `at` needs.
+        self.still_readable(at)?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.shared.db.begin_read()?;
+        self.still_readable(at)?;
         let values = txn.open_table(VALUES)?;
         picked
             .into_iter()
@@ -236,10 +241,8 @@ impl Embedded {
 impl StoreBackend for Embedded {
     async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
         let at = self.read_at(revision)?;
-        let Some(version) = self.shared.index.read().expect("index lock").live_at(key, at) else {
-            return Ok(None);
-        };
-        Ok(self.values(at, vec![(key.to_owned(), version)])?.pop())
+        let picked = self.shared.index.read().expect("index lock").live_at(key, at);
+        Ok(self.values(at, picked.map(|v| (key.to_owned(), v)).into_iter().collect())?.pop())
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
@@ -261,7 +264,7 @@ impl StoreBackend for Embedded {
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Watch> {
-        history::start_watch(self.shared.clone(), options)
+        history::start_watch(self.shared.clone(), &self.events, options)
     }
 
     async fn current_revision(&self) -> Result<i64> {
