@@ -51,7 +51,12 @@ impl EtcdStore {
     }
 
     async fn txn(&self, txn: Txn, key: &str, size: usize) -> Result<etcd_client::TxnResponse> {
-        self.kv().txn(txn).await.map_err(|e| match map_error(e) {
+        with_retries(Retry::Unsent, || {
+            let (mut kv, txn) = (self.kv(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| match map_error(e) {
             StoreError::Etcd(text) if text.contains("request is too large") => {
                 StoreError::ValueTooLarge { key: key.to_owned(), size, limit: MAX_VALUE_BYTES }
             }
@@ -73,6 +78,47 @@ impl EtcdStore {
             }
             other => other,
         }
+    }
+}
+
+/// Which failed requests may be sent again to another member.
+#[derive(Clone, Copy, PartialEq)]
+enum Retry {
+    /// Reads, watches, compaction: any unavailable member.
+    Idempotent,
+    /// Writes: only when the request never left (the connection was refused). Sending a
+    /// write that may have been applied could turn its success into a false conflict.
+    Unsent,
+}
+
+const RETRIES: u32 = 6;
+
+/// Sends a request, and again to the cluster's other members when one is down, as etcd's own
+/// client does. Waits 50 ms, 100 ms, ... between tries (3 s in all).
+async fn with_retries<T, F, Fut>(retry: Retry, mut request: F) -> std::result::Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match request().await {
+            Err(e) if attempt + 1 < RETRIES && retryable(&e, retry) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn retryable(e: &etcd_client::Error, retry: Retry) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable => {
+            retry == Retry::Idempotent || status.message().contains("tcp connect error")
+        }
+        etcd_client::Error::TransportError(_) => retry == Retry::Idempotent,
+        _ => false,
     }
 }
 
@@ -115,7 +161,12 @@ fn current_from(responses: &[TxnOpResponse]) -> Result<Option<KeyValue>> {
 impl StoreBackend for EtcdStore {
     async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
         let options = GetOptions::new().with_revision(revision.unwrap_or(0));
-        let response = match self.kv().get(key, Some(options)).await {
+        let response = match with_retries(Retry::Idempotent, || {
+            let (mut kv, options) = (self.kv(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => return Err(self.with_revisions(map_error(e), revision).await),
         };
@@ -135,7 +186,12 @@ impl StoreBackend for EtcdStore {
         if let Some(limit) = options.limit.filter(|&l| l > 0) {
             get = get.with_limit(limit as i64);
         }
-        let response = match self.kv().get(start, Some(get)).await {
+        let response = match with_retries(Retry::Idempotent, || {
+            let (mut kv, start, get) = (self.kv(), start.clone(), get.clone());
+            async move { kv.get(start, Some(get)).await }
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => return Err(self.with_revisions(map_error(e), options.revision).await),
         };
@@ -235,7 +291,11 @@ impl StoreBackend for EtcdStore {
             // etcd confirms a watch before cancelling it for a compacted start; a read at the
             // start revision reports that up front, as an error rather than a dead stream.
             let probe = GetOptions::new().with_count_only().with_revision(options.start_revision);
-            if let Err(e) = self.kv().get(options.prefix.as_str(), Some(probe)).await {
+            let read = with_retries(Retry::Idempotent, || {
+                let (mut kv, probe, prefix) = (self.kv(), probe.clone(), options.prefix.clone());
+                async move { kv.get(prefix, Some(probe)).await }
+            });
+            if let Err(e) = read.await {
                 match self.with_revisions(map_error(e), Some(options.start_revision)).await {
                     StoreError::FutureRevision { .. } => {}
                     other => return Err(other),
@@ -243,34 +303,33 @@ impl StoreBackend for EtcdStore {
             }
         }
         let prefix = options.prefix.as_bytes().to_vec();
-        let etcd_options = EtcdWatchOptions::new()
-            .with_range(prefix_end(&prefix).unwrap_or_else(|| vec![0]))
-            .with_prev_key()
-            .with_start_revision(options.start_revision);
-        let mut stream = self.watch_client().watch(prefix, Some(etcd_options)).await.map_err(map_error)?;
-        // The first response confirms the watch, or cancels it because the start was compacted.
-        let created = stream.message().await.map_err(map_error)?;
-        match created {
-            Some(r) if r.canceled() || r.compact_revision() > 0 => {
-                return Err(cancel_error(&r, options.start_revision));
-            }
-            Some(r) if r.created() => {}
-            _ => return Err(StoreError::Etcd("watch was not created".into())),
-        }
+        let source = WatchSource { client: self.watch_client(), prefix };
+        let (stream, created_at) = source.open(options.start_revision).await?;
+        let next = if options.start_revision > 0 { options.start_revision } else { created_at + 1 };
         let (events, rx) = mpsc::channel(WATCH_BUFFER);
         let (progress, progress_rx) = mpsc::unbounded_channel();
         let idle = IdleTimer::new(options.progress_interval);
-        let task = tokio::spawn(forward(stream, events, progress_rx, idle, options.start_revision));
+        let task = tokio::spawn(forward(source, stream, next, events, progress_rx, idle));
         Ok(Watch::new(rx, progress, task))
     }
 
     async fn current_revision(&self) -> Result<i64> {
-        let response = self.kv().get("/", Some(GetOptions::new().with_count_only())).await.map_err(map_error)?;
+        let response = with_retries(Retry::Idempotent, || {
+            let mut kv = self.kv();
+            async move { kv.get("/", Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map_err(map_error)?;
         header_revision(response.header())
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.kv().compact(revision, None).await {
+        match with_retries(Retry::Idempotent, || {
+            let mut kv = self.kv();
+            async move { kv.compact(revision, None).await }
+        })
+        .await
+        {
             Ok(_) => Ok(()),
             Err(e) => Err(self.with_revisions(map_error(e), Some(revision)).await),
         }
@@ -282,7 +341,12 @@ impl StoreBackend for EtcdStore {
         // and this is asked only on error paths.
         let readable = |revision: i64| async move {
             let options = GetOptions::new().with_count_only().with_revision(revision);
-            match self.kv().get("/", Some(options)).await {
+            match with_retries(Retry::Idempotent, || {
+                let (mut kv, options) = (self.kv(), options.clone());
+                async move { kv.get("/", Some(options)).await }
+            })
+            .await
+            {
                 Ok(_) => Ok(true),
                 Err(e) => match map_error(e) {
                     StoreError::Compacted { .. } => Ok(false),
@@ -314,22 +378,55 @@ fn cancel_error(response: &etcd_client::WatchResponse, requested: i64) -> StoreE
     }
 }
 
+/// Where a watch's events come from, so it can be opened again on another member.
+struct WatchSource {
+    client: etcd_client::WatchClient,
+    prefix: Vec<u8>,
+}
+
+impl WatchSource {
+    /// Opens the watch from `start_revision` (0: from now). Returns the stream and the
+    /// revision etcd was at when it confirmed the watch.
+    async fn open(&self, start_revision: i64) -> Result<(etcd_client::WatchStream, i64)> {
+        let options = EtcdWatchOptions::new()
+            .with_range(prefix_end(&self.prefix).unwrap_or_else(|| vec![0]))
+            .with_prev_key()
+            .with_start_revision(start_revision);
+        let mut stream = with_retries(Retry::Idempotent, || {
+            let (mut client, prefix, options) = (self.client.clone(), self.prefix.clone(), options.clone());
+            async move { client.watch(prefix, Some(options)).await }
+        })
+        .await
+        .map_err(map_error)?;
+        // The first response confirms the watch, or cancels it because the start was compacted.
+        match stream.message().await.map_err(map_error)? {
+            Some(r) if r.canceled() || r.compact_revision() > 0 => Err(cancel_error(&r, start_revision)),
+            Some(r) if r.created() => Ok((stream, header_revision(r.header())?)),
+            _ => Err(StoreError::Etcd("watch was not created".into())),
+        }
+    }
+}
+
+/// Forwards events from `next` on. When the member serving the watch fails, the watch is
+/// opened again from the next undelivered revision, as etcd's own client does, so a
+/// consumer sees neither a gap nor an error.
 async fn forward(
+    source: WatchSource,
     mut stream: etcd_client::WatchStream,
+    mut next: i64,
     events: mpsc::Sender<Result<WatchEvent>>,
     mut progress: mpsc::UnboundedReceiver<()>,
     mut idle: IdleTimer,
-    start_revision: i64,
 ) {
     loop {
         let response = tokio::select! {
             response = stream.message() => response,
             Some(()) = progress.recv() => {
-                if stream.request_progress().await.is_err() { return; }
+                let _ = stream.request_progress().await;
                 continue;
             }
             () = idle.fired() => {
-                if stream.request_progress().await.is_err() { return; }
+                let _ = stream.request_progress().await;
                 idle.reset();
                 continue;
             }
@@ -337,18 +434,24 @@ async fn forward(
         };
         let response = match response {
             Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                let _ = events.send(Err(map_error(e))).await;
-                return;
-            }
+            Ok(None) | Err(_) => match source.open(next).await {
+                Ok((reopened, _)) => {
+                    stream = reopened;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = events.send(Err(e)).await;
+                    return;
+                }
+            },
         };
         if response.canceled() || response.compact_revision() > 0 {
-            let _ = events.send(Err(cancel_error(&response, start_revision))).await;
+            let _ = events.send(Err(cancel_error(&response, next))).await;
             return;
         }
         if response.events().is_empty() {
             if let Ok(revision) = header_revision(response.header()) {
+                next = next.max(revision + 1);
                 if events.send(Ok(WatchEvent::Progress { revision })).await.is_err() {
                     return;
                 }
@@ -359,6 +462,9 @@ async fn forward(
         for event in response.events() {
             let converted = convert_event(event);
             let failed = converted.is_err();
+            if let Ok(e) = &converted {
+                next = e.revision() + 1;
+            }
             if events.send(converted).await.is_err() || failed {
                 return;
             }

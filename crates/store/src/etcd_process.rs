@@ -1,6 +1,6 @@
-//! Starts and stops a real single-member etcd on loopback, for the behaviour suite and for
-//! `rkube bench store`. Each instance has its own data directory and ports; dropping it kills
-//! the process.
+//! Starts and stops real etcd processes on loopback, a single member or a cluster, for the
+//! behaviour suite and for `rkube bench store`. Each member has its own data directory and
+//! ports; dropping it kills the process.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,37 +19,26 @@ pub struct EtcdProcess {
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl EtcdProcess {
-    /// Starts etcd with its data in `data_dir` (created if missing) and waits until it answers.
+    /// Starts a single-member etcd with its data in `data_dir` (created if missing) and waits
+    /// until it answers.
     pub async fn start(data_dir: &Path) -> Result<EtcdProcess> {
-        let binary = find_binary()?;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Etcd(format!("cannot create {}: {e}", data_dir.display())))?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(data_dir.join("etcd.log"))
-            .map_err(|e| StoreError::Etcd(format!("cannot create the etcd log: {e}")))?;
-        let child = Command::new(&binary)
-            .arg("--name=rkube-test")
-            .arg(format!("--data-dir={}", data_dir.join("member-data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=rkube-test={peer}"))
-            // Room for a value at our limit plus the request around it.
-            .arg(format!("--max-request-bytes={}", MAX_VALUE_BYTES + (64 << 10)))
-            .arg("--logger=zap")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| StoreError::Etcd(e.to_string()))?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| StoreError::Etcd(format!("cannot start {}: {e}", binary.display())))?;
-        let mut process = EtcdProcess { child, endpoint, data_dir: data_dir.to_owned() };
+        let member = Member::new("rkube-test")?;
+        let mut process = member.spawn(data_dir, &member.peer_entry())?;
         process.wait_ready().await?;
         Ok(process)
+    }
+
+    /// Starts a cluster of `size` members, each with its own directory under `base_dir`, and
+    /// waits until every member answers.
+    pub async fn start_cluster(base_dir: &Path, size: usize) -> Result<Vec<EtcdProcess>> {
+        let members = (0..size).map(|i| Member::new(&format!("member-{i}"))).collect::<Result<Vec<_>>>()?;
+        let initial_cluster = members.iter().map(Member::peer_entry).collect::<Vec<_>>().join(",");
+        let mut processes =
+            members.iter().map(|m| m.spawn(&base_dir.join(&m.name), &initial_cluster)).collect::<Result<Vec<_>>>()?;
+        for process in &mut processes {
+            process.wait_ready().await?;
+        }
+        Ok(processes)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -88,6 +77,53 @@ impl Drop for EtcdProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One member's name and loopback addresses, chosen before any member starts.
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+}
+
+impl Member {
+    fn new(name: &str) -> Result<Member> {
+        Ok(Member {
+            name: name.to_owned(),
+            client: format!("http://127.0.0.1:{}", free_port()?),
+            peer: format!("http://127.0.0.1:{}", free_port()?),
+        })
+    }
+
+    fn peer_entry(&self) -> String {
+        format!("{}={}", self.name, self.peer)
+    }
+
+    fn spawn(&self, data_dir: &Path, initial_cluster: &str) -> Result<EtcdProcess> {
+        let binary = find_binary()?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Etcd(format!("cannot create {}: {e}", data_dir.display())))?;
+        let log = std::fs::File::create(data_dir.join("etcd.log"))
+            .map_err(|e| StoreError::Etcd(format!("cannot create the etcd log: {e}")))?;
+        let child = Command::new(&binary)
+            .arg(format!("--name={}", self.name))
+            .arg(format!("--data-dir={}", data_dir.join("member-data").display()))
+            .arg(format!("--listen-client-urls={}", self.client))
+            .arg(format!("--advertise-client-urls={}", self.client))
+            .arg(format!("--listen-peer-urls={}", self.peer))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer))
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            // Room for a value at our limit plus the request around it.
+            .arg(format!("--max-request-bytes={}", MAX_VALUE_BYTES + (64 << 10)))
+            .arg("--logger=zap")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| StoreError::Etcd(e.to_string()))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| StoreError::Etcd(format!("cannot start {}: {e}", binary.display())))?;
+        Ok(EtcdProcess { child, endpoint: self.client.clone(), data_dir: data_dir.to_owned() })
     }
 }
 
