@@ -1,7 +1,8 @@
-//! `rkube`: one binary for the whole cluster. Today it carries the store benchmark; the server,
-//! agent and other subcommands arrive with their issues.
+//! `rkube`: one binary for the whole cluster: `server` runs the control plane, `bench` the
+//! side-by-side benchmarks. The agent and other subcommands arrive with their issues.
 
 mod bench;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the control plane: the API server in front of the cluster store.
+    Server(server::Args),
     /// Benchmarks that compare rkube side by side with what it replaces.
     Bench {
         #[command(subcommand)]
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
+            Command::Server(args) => server::run(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
     })

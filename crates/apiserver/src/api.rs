@@ -1,0 +1,740 @@
+//! Routes: health, version, discovery, and the resource endpoints, served from the store.
+//!
+//! Objects are stored as JSON without `resourceVersion`; it is the store's `mod_revision`,
+//! filled in on the way out, as upstream's etcd3 storage does.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use futures::StreamExt;
+use rkube_store::{KeyValue, ListOptions, Store, WatchEvent, WatchOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::status::ApiError;
+
+/// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
+pub const KUBE_MINOR: &str = "33";
+
+#[derive(Clone)]
+pub struct State {
+    store: Store,
+}
+
+impl State {
+    pub fn new(store: Store) -> State {
+        State { store }
+    }
+}
+
+/// One served resource type.
+struct Kind {
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    list_kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    verbs: &'static [&'static str],
+    /// Decodes a request body as this kind (rejecting wrong field types) and re-encodes it.
+    normalize: fn(Value) -> Result<Value, serde_json::Error>,
+    /// Upstream's name rule for this kind.
+    name_rule: NameRule,
+    /// Fields upstream defaults on create.
+    defaults: fn(&mut Value),
+}
+
+#[derive(Clone, Copy)]
+enum NameRule {
+    Dns1123Label,
+    Dns1123Subdomain,
+}
+
+fn typed<K: serde::Serialize + serde::de::DeserializeOwned>(v: Value) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(serde_json::from_value::<K>(v)?)
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        list_kind: "NamespaceList",
+        namespaced: false,
+        short_names: &["ns"],
+        verbs: &["create", "get", "list", "update", "watch"],
+        normalize: typed::<k8s_openapi::api::core::v1::Namespace>,
+        name_rule: NameRule::Dns1123Label,
+        defaults: |object| {
+            object["spec"]["finalizers"] = json!(["kubernetes"]);
+            object["status"]["phase"] = json!("Active");
+        },
+    },
+    Kind {
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        list_kind: "ConfigMapList",
+        namespaced: true,
+        short_names: &["cm"],
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        normalize: typed::<k8s_openapi::api::core::v1::ConfigMap>,
+        name_rule: NameRule::Dns1123Subdomain,
+        defaults: |_| {},
+    },
+];
+
+fn kind(plural: &str) -> Result<&'static Kind, ApiError> {
+    KINDS
+        .iter()
+        .find(|k| k.plural == plural)
+        .ok_or_else(|| ApiError::NotFoundPath(format!("the server could not find the requested resource ({plural})")))
+}
+
+/// The namespaces every cluster has.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+pub async fn ensure_system_namespaces(store: &Store) -> Result<(), crate::Error> {
+    let namespaces = kind("namespaces").expect("namespaces is served");
+    for name in SYSTEM_NAMESPACES {
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match create_object(store, namespaces, None, object).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(crate::Error::Pki(format!("cannot create namespace {name}: {:?}", e.status()))),
+        }
+    }
+    Ok(())
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/version", get(version))
+        .route("/api", get(api_versions))
+        .route("/api/v1", get(api_resources))
+        .route("/apis", get(api_groups))
+        .route("/api/v1/{resource}", get(collection_get).post(collection_post))
+        .route("/api/v1/{resource}/{name}", get(object_get).put(object_put).delete(object_delete))
+        .route("/api/v1/namespaces/{namespace}/{resource}", get(ns_collection_get).post(ns_collection_post))
+        .route(
+            "/api/v1/namespaces/{namespace}/{resource}/{name}",
+            get(ns_object_get).put(ns_object_put).delete(ns_object_delete),
+        )
+        .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
+        .with_state(state)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn version() -> axum::Json<Value> {
+    axum::Json(json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v1.{KUBE_MINOR}.0-rkube.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    }))
+}
+
+async fn api_versions() -> axum::Json<Value> {
+    axum::Json(json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    }))
+}
+
+async fn api_groups() -> axum::Json<Value> {
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+}
+
+async fn api_resources() -> axum::Json<Value> {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .map(|k| {
+            json!({
+                "name": k.plural,
+                "singularName": k.singular,
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": k.verbs,
+                "shortNames": k.short_names,
+            })
+        })
+        .collect();
+    axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    watch: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+    resource_version: Option<String>,
+    field_selector: Option<String>,
+    label_selector: Option<String>,
+    timeout_seconds: Option<u64>,
+    allow_watch_bookmarks: Option<bool>,
+}
+
+async fn collection_get(
+    AxumState(state): AxumState<State>,
+    Path(resource): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    read_collection(&state, kind(&resource)?, None, params).await
+}
+
+async fn ns_collection_get(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource)): Path<(String, String)>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let kind = namespaced(&resource)?;
+    read_collection(&state, kind, Some(namespace), params).await
+}
+
+async fn collection_post(
+    AxumState(state): AxumState<State>,
+    Path(resource): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let kind = kind(&resource)?;
+    if kind.namespaced {
+        return Err(ApiError::MethodNotAllowed(format!("{} must be created in a namespace", kind.plural)));
+    }
+    let created = create_object(&state.store, kind, None, decode(kind, &body)?).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+async fn ns_collection_post(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let kind = namespaced(&resource)?;
+    let created = create_object(&state.store, kind, Some(&namespace), decode(kind, &body)?).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+async fn object_get(
+    AxumState(state): AxumState<State>,
+    Path((resource, name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = cluster_scoped(&resource)?;
+    get_object(&state.store, kind, None, &name).await.map(axum::Json)
+}
+
+async fn ns_object_get(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = namespaced(&resource)?;
+    get_object(&state.store, kind, Some(&namespace), &name).await.map(axum::Json)
+}
+
+async fn object_put(
+    AxumState(state): AxumState<State>,
+    Path((resource, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = cluster_scoped(&resource)?;
+    update_object(&state.store, kind, None, &name, decode(kind, &body)?).await.map(axum::Json)
+}
+
+async fn ns_object_put(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = namespaced(&resource)?;
+    update_object(&state.store, kind, Some(&namespace), &name, decode(kind, &body)?).await.map(axum::Json)
+}
+
+async fn object_delete(
+    AxumState(_state): AxumState<State>,
+    Path((resource, _name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = cluster_scoped(&resource)?;
+    // Deleting a namespace means deleting its contents first: that is the namespace
+    // controller's work, which arrives with the control loops.
+    Err(ApiError::MethodNotAllowed(format!("deleting {} is not supported yet", kind.plural)))
+}
+
+async fn ns_object_delete(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = namespaced(&resource)?;
+    let expected = delete_precondition(&body)?;
+    let key = object_key(kind, Some(&namespace), &name);
+    let deleted = state.store.delete(&key, expected).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))?;
+    let object: Value = serde_json::from_slice(&deleted.prev.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(axum::Json(json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": name, "kind": kind.plural, "uid": object["metadata"]["uid"]},
+    })))
+}
+
+fn namespaced(resource: &str) -> Result<&'static Kind, ApiError> {
+    let kind = kind(resource)?;
+    if !kind.namespaced {
+        return Err(ApiError::NotFoundPath(format!("{resource} is not a namespaced resource")));
+    }
+    Ok(kind)
+}
+
+fn cluster_scoped(resource: &str) -> Result<&'static Kind, ApiError> {
+    let kind = kind(resource)?;
+    if kind.namespaced {
+        return Err(ApiError::NotFoundPath(format!("{resource} must be addressed within a namespace")));
+    }
+    Ok(kind)
+}
+
+fn object_key(kind: &Kind, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("/registry/{}/{ns}/{name}", kind.plural),
+        None => format!("/registry/{}/{name}", kind.plural),
+    }
+}
+
+fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("/registry/{}/{ns}/", kind.plural),
+        None => format!("/registry/{}/", kind.plural),
+    }
+}
+
+/// A request body with its content type.
+pub struct JsonBody(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        // Protobuf is not served: a 415 tells client-go to send JSON instead.
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !matches!(media, "application/json" | "") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
+            )));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        Ok(JsonBody(bytes))
+    }
+}
+
+/// Parses a request body as an object of `kind`: 400 for malformed JSON or a wrong kind.
+fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
+    let object: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    if !object.is_object() {
+        return Err(ApiError::BadRequest("the request body is not a JSON object".into()));
+    }
+    for (field, expected) in [("apiVersion", "v1"), ("kind", kind.kind)] {
+        match object.get(field).and_then(Value::as_str) {
+            None | Some("") => {}
+            Some(found) if found == expected => {}
+            Some(found) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the {field} in the data ({found}) does not match the expected {field} ({expected})"
+                )));
+            }
+        }
+    }
+    let mut normalized = (kind.normalize)(object)
+        .map_err(|e| ApiError::BadRequest(format!("the object is not a valid {}: {e}", kind.kind)))?;
+    normalized["apiVersion"] = json!("v1");
+    normalized["kind"] = json!(kind.kind);
+    Ok(normalized)
+}
+
+/// Returns the stored object with its resourceVersion.
+fn with_revision(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    object["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(object)
+}
+
+fn encode(object: &Value) -> Result<Bytes, ApiError> {
+    let mut stored = object.clone();
+    if let Some(meta) = stored["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns is valid");
+    now.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formats any UTC time")
+}
+
+/// The characters upstream draws generated name suffixes from.
+const NAME_SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_name(prefix: &str) -> String {
+    let uuid = uuid::Uuid::new_v4();
+    let suffix: String =
+        uuid.as_bytes()[..5].iter().map(|b| NAME_SUFFIX_CHARS[*b as usize % NAME_SUFFIX_CHARS.len()] as char).collect();
+    format!("{prefix}{suffix}")
+}
+
+fn check_name(rule: NameRule, name: &str) -> Option<String> {
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let ok = match rule {
+        NameRule::Dns1123Label => label(name),
+        NameRule::Dns1123Subdomain => name.len() <= 253 && name.split('.').all(label),
+    };
+    (!ok).then(|| match rule {
+        NameRule::Dns1123Label => format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters \
+             or '-', and must start and end with an alphanumeric character"
+        ),
+        NameRule::Dns1123Subdomain => format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
+             characters, '-' or '.', and must start and end with an alphanumeric character"
+        ),
+    })
+}
+
+async fn create_object(
+    store: &Store,
+    kind: &Kind,
+    namespace: Option<&str>,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    let meta = &mut object["metadata"];
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    if meta["name"].as_str().unwrap_or("").is_empty() {
+        match meta["generateName"].as_str() {
+            Some(prefix) if !prefix.is_empty() => meta["name"] = json!(generated_name(prefix)),
+            _ => {
+                return Err(ApiError::Invalid {
+                    kind: kind.kind,
+                    name: String::new(),
+                    causes: vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+                });
+            }
+        }
+    }
+    let name = meta["name"].as_str().unwrap_or_default().to_owned();
+    if let Some(message) = check_name(kind.name_rule, &name) {
+        return Err(ApiError::Invalid { kind: kind.kind, name, causes: vec![("metadata.name".into(), message)] });
+    }
+    if let Some(ns) = namespace {
+        match meta["namespace"].as_str() {
+            None | Some("") => meta["namespace"] = json!(ns),
+            Some(found) if found == ns => {}
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
+            }
+        }
+        if store
+            .get(&format!("/registry/namespaces/{ns}"), None)
+            .await
+            .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
+            .is_none()
+        {
+            return Err(ApiError::NotFound { resource: "namespaces", name: ns.to_owned() });
+        }
+    }
+    meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    meta["creationTimestamp"] = json!(now_rfc3339());
+    (kind.defaults)(&mut object);
+    let key = object_key(kind, namespace, &name);
+    let kv = store.create(&key, encode(&object)?).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))?;
+    with_revision(&kv)
+}
+
+async fn get_object(store: &Store, kind: &Kind, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    let key = object_key(kind, namespace, name);
+    match store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.plural, name))? {
+        Some(kv) => with_revision(&kv),
+        None => Err(ApiError::NotFound { resource: kind.plural, name: name.to_owned() }),
+    }
+}
+
+async fn update_object(
+    store: &Store,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    if object["metadata"]["name"].as_str() != Some(name) {
+        return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
+    }
+    let key = object_key(kind, namespace, name);
+    let current = store
+        .get(&key, None)
+        .await
+        .map_err(|e| ApiError::from_store(e, kind.plural, name))?
+        .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.to_owned() })?;
+    let expected = match object["metadata"]["resourceVersion"].as_str() {
+        // No resourceVersion: an unconditional update, which upstream allows for these kinds.
+        None | Some("") => current.mod_revision,
+        Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+    };
+    let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for field in ["uid", "creationTimestamp", "namespace"] {
+        object["metadata"][field] = stored["metadata"][field].clone();
+    }
+    if namespace.is_none() {
+        object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+    }
+    let kv =
+        store.update(&key, encode(&object)?, expected).await.map_err(|e| ApiError::from_store(e, kind.plural, name))?;
+    with_revision(&kv)
+}
+
+fn delete_precondition(body: &[u8]) -> Result<Option<i64>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let options: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
+    match options["preconditions"]["resourceVersion"].as_str() {
+        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}"))),
+        None => Ok(None),
+    }
+}
+
+/// The selectors this slice understands: `metadata.name=` and `metadata.namespace=`.
+struct FieldSelector {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+impl FieldSelector {
+    fn parse(selector: Option<&str>) -> Result<FieldSelector, ApiError> {
+        let mut parsed = FieldSelector { name: None, namespace: None };
+        for term in selector.unwrap_or("").split(',').filter(|t| !t.is_empty()) {
+            let (field, value) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid field selector {term:?}")))?;
+            match field {
+                "metadata.name" => parsed.name = Some(value.to_owned()),
+                "metadata.namespace" => parsed.namespace = Some(value.to_owned()),
+                other => return Err(ApiError::BadRequest(format!("field label not supported: {other}"))),
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        let meta = &object["metadata"];
+        self.name.as_deref().is_none_or(|n| meta["name"].as_str() == Some(n))
+            && self.namespace.as_deref().is_none_or(|n| meta["namespace"].as_str().unwrap_or("") == n)
+    }
+}
+
+async fn read_collection(
+    state: &State,
+    kind: &'static Kind,
+    namespace: Option<String>,
+    params: ListParams,
+) -> Result<Response, ApiError> {
+    if params.label_selector.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::BadRequest("labelSelector is not supported yet".into()));
+    }
+    let selector = FieldSelector::parse(params.field_selector.as_deref())?;
+    let prefix = collection_prefix(kind, namespace.as_deref());
+    if matches!(params.watch.as_deref(), Some("true" | "1")) {
+        return watch_collection(state, kind, prefix, selector, params).await;
+    }
+    let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
+    if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        let (revision, after) = decode_continue(token)?;
+        options.revision = Some(revision);
+        options.after = Some(after);
+    }
+    let page = state.store.list(&options).await.map_err(|e| match e {
+        rkube_store::StoreError::Compacted { .. } => ApiError::Gone(
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter."
+                .into(),
+        ),
+        other => ApiError::from_store(other, kind.plural, ""),
+    })?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for kv in &page.items {
+        let object = with_revision(kv)?;
+        if selector.matches(&object) {
+            items.push(object);
+        }
+    }
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if page.more {
+        let last = page.items.last().map(|kv| kv.key.as_str()).unwrap_or_default();
+        metadata["continue"] = json!(encode_continue(page.revision, last));
+    }
+    Ok(axum::Json(json!({"kind": kind.list_kind, "apiVersion": "v1", "metadata": metadata, "items": items}))
+        .into_response())
+}
+
+fn encode_continue(revision: i64, last_key: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": last_key});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+    let invalid = || ApiError::BadRequest("invalid continue token".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let revision = value["rv"].as_i64().filter(|r| *r > 0).ok_or_else(invalid)?;
+    let start = value["start"].as_str().filter(|s| s.starts_with("/registry/")).ok_or_else(invalid)?;
+    Ok((revision, start.to_owned()))
+}
+
+/// How long a watch lasts when the client does not say, as upstream's default.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often an idle watch gets a bookmark, if it asked for them.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn watch_collection(
+    state: &State,
+    kind: &'static Kind,
+    prefix: String,
+    selector: FieldSelector,
+    params: ListParams,
+) -> Result<Response, ApiError> {
+    let from: i64 = match params.resource_version.as_deref() {
+        None | Some("") | Some("0") => 0,
+        Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+    };
+    // Without a resourceVersion a watch starts with the current state, as ADDED events.
+    let mut initial = Vec::new();
+    let start_revision = if from == 0 {
+        let page = state
+            .store
+            .list(&ListOptions { prefix: prefix.clone(), ..Default::default() })
+            .await
+            .map_err(|e| ApiError::from_store(e, kind.plural, ""))?;
+        for kv in &page.items {
+            let object = with_revision(kv)?;
+            if selector.matches(&object) {
+                initial.push(json!({"type": "ADDED", "object": object}));
+            }
+        }
+        page.revision + 1
+    } else {
+        from + 1
+    };
+    let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
+    let watch = state
+        .store
+        .watch(WatchOptions { prefix, start_revision, progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL) })
+        .await
+        .map_err(|e| ApiError::from_store(e, kind.plural, ""))?;
+    let timeout = params.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+
+    let live = watch.filter_map(move |event| {
+        let line = match event {
+            Ok(WatchEvent::Put { kv, prev }) => with_revision(&kv)
+                .ok()
+                .filter(|o| selector.matches(o))
+                .map(|object| json!({"type": if prev.is_some() { "MODIFIED" } else { "ADDED" }, "object": object})),
+            Ok(WatchEvent::Delete { revision, prev: Some(prev), .. }) => {
+                let mut object: Value = serde_json::from_slice(&prev.value).unwrap_or(Value::Null);
+                object["metadata"]["resourceVersion"] = json!(revision.to_string());
+                selector.matches(&object).then(|| json!({"type": "DELETED", "object": object}))
+            }
+            Ok(WatchEvent::Delete { prev: None, .. }) => None,
+            Ok(WatchEvent::Progress { revision }) => bookmarks.then(|| {
+                json!({"type": "BOOKMARK", "object": {
+                    "kind": kind.kind, "apiVersion": "v1", "metadata": {"resourceVersion": revision.to_string()}
+                }})
+            }),
+            Err(e) => Some(json!({"type": "ERROR", "object": ApiError::from_store(e, kind.plural, "").status()})),
+        };
+        std::future::ready(line)
+    });
+    let events = futures::stream::iter(initial)
+        .chain(live)
+        .map(|event| Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n"))))
+        .take_until(tokio::time::sleep_until(deadline));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(events))
+        .expect("static response parts"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_upstream_rules() {
+        assert!(check_name(NameRule::Dns1123Label, "web-0").is_none());
+        assert!(check_name(NameRule::Dns1123Label, "Web").is_some());
+        assert!(check_name(NameRule::Dns1123Label, "a.b").is_some());
+        assert!(check_name(NameRule::Dns1123Subdomain, "a.b-c").is_none());
+        assert!(check_name(NameRule::Dns1123Subdomain, "-a").is_some());
+        assert!(check_name(NameRule::Dns1123Label, &"a".repeat(64)).is_some());
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let token = encode_continue(42, "/registry/configmaps/default/b");
+        assert_eq!(decode_continue(&token).unwrap(), (42, "/registry/configmaps/default/b".into()));
+        assert!(decode_continue("not-base64!").is_err());
+        let outside = base64::engine::general_purpose::URL_SAFE.encode(r#"{"rv":3,"start":"/elsewhere"}"#);
+        assert!(decode_continue(&outside).is_err());
+    }
+
+    #[test]
+    fn generated_names_keep_the_prefix() {
+        let name = generated_name("web-");
+        assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+        assert!(check_name(NameRule::Dns1123Subdomain, &name).is_none());
+    }
+
+    #[test]
+    fn field_selectors_match_name_and_namespace() {
+        let selector = FieldSelector::parse(Some("metadata.name=a,metadata.namespace==ns")).unwrap();
+        assert!(selector.matches(&json!({"metadata": {"name": "a", "namespace": "ns"}})));
+        assert!(!selector.matches(&json!({"metadata": {"name": "b", "namespace": "ns"}})));
+        assert!(FieldSelector::parse(Some("spec.unknown=x")).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! The API server: the Kubernetes REST API over HTTPS, in front of the store.
+//!
+//! It is the only component that touches the store; everything else, rkube's own control loops
+//! included, goes through it. It knows Kubernetes objects, HTTP and `Status`; it knows nothing
+//! of containers or nodes' internals.
+
+mod api;
+pub mod pki;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rkube_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::Service;
+
+pub use status::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pki: {0}")]
+    Pki(String),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("token file {path}: {message}")]
+    Tokens { path: PathBuf, message: String },
+    #[error("store: {0}")]
+    Store(#[from] rkube_store::StoreError),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// A `--token-auth-file`: lines of `token,user,uid[,"group1,group2"]`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A running API server. Dropping it stops accepting connections and ends open ones.
+pub struct Server {
+    addr: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Starts serving: makes or loads the PKI, writes `DATA_DIR/kubeconfig`, binds, and
+    /// returns once the server accepts connections.
+    pub async fn start(config: Config, store: Store) -> Result<Server, Error> {
+        let started = Instant::now();
+        let pki = pki::Pki::load_or_create(&config.data_dir, &[config.bind.ip()])?;
+        let tokens = match &config.token_file {
+            Some(path) => Tokens::load(path)?,
+            None => Tokens::default(),
+        };
+        let tls = tls_config(&pki)?;
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| Error::Listen { addr: config.bind, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.bind, source })?;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let url = match addr {
+            SocketAddr::V6(_) if !addr.ip().is_unspecified() => format!("https://[{host}]:{}", addr.port()),
+            _ => format!("https://{host}:{}", addr.port()),
+        };
+        pki::write_file(&config.data_dir.join("kubeconfig"), pki.admin_kubeconfig(&url).as_bytes(), true)?;
+
+        api::ensure_system_namespaces(&store).await?;
+        let router = api::router(api::State::new(store))
+            .layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router));
+        tracing::info!("API server ready on {url} in {:?}", started.elapsed());
+        Ok(Server { addr, tasks })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until the server stops (it stops only on an error of its listener).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
+    let tls_error = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem_certs = |pem: &str| {
+        rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| tls_error(&e))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(&pki.ca_cert)? {
+        roots.add(ca).map_err(|e| tls_error(&e))?;
+    }
+    // A client certificate is optional at the TLS layer: requests without one may still bring a
+    // bearer token, and health checks need neither.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_error(&e))?;
+    let key = rustls_pemfile::private_key(&mut pki.server_key.as_bytes())
+        .map_err(|e| tls_error(&e))?
+        .ok_or_else(|| Error::Tls("the server key file holds no key".into()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pem_certs(&pki.server_cert)?, key)
+        .map_err(|e| tls_error(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts connections until dropped; each connection is its own task, ended with the server.
+async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        connections.spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let peer =
+                tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|der| user_from_cert(der));
+            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                if let Some(user) = &peer {
+                    request.extensions_mut().insert(CertUser(user.clone()));
+                }
+                router.clone().call(request)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+/// Who is making a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// The user named by a verified client certificate: CN is the name, O the groups.
+#[derive(Clone)]
+struct CertUser(User);
+
+fn user_from_cert(der: &rustls::pki_types::CertificateDer<'_>) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
+    Some(User { name, groups })
+}
+
+/// Bearer tokens from a token file.
+#[derive(Default)]
+struct Tokens(std::collections::HashMap<String, User>);
+
+impl Tokens {
+    fn load(path: &std::path::Path) -> Result<Tokens, Error> {
+        let fail = |message: String| Error::Tokens { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let mut tokens = std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let mut fields = line.splitn(4, ',');
+            let (Some(token), Some(user), Some(_uid)) = (fields.next(), fields.next(), fields.next()) else {
+                return Err(fail(format!("line {}: expected token,user,uid[,\"groups\"]", n + 1)));
+            };
+            let groups = fields
+                .next()
+                .map(|g| g.trim_matches('"').split(',').map(str::to_owned).filter(|g| !g.is_empty()).collect())
+                .unwrap_or_default();
+            tokens.insert(token.to_owned(), User { name: user.to_owned(), groups });
+        }
+        Ok(Tokens(tokens))
+    }
+}
+
+/// Health and version answer anyone, as upstream's do; everything else needs a user.
+async fn authenticate(
+    axum::extract::State(tokens): axum::extract::State<Arc<Tokens>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let user = request.extensions().get::<CertUser>().map(|c| c.0.clone()).or_else(|| {
+        let header = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+        tokens.0.get(header.strip_prefix("Bearer ")?.trim()).cloned()
+    });
+    match user {
+        Some(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        None if matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version") => {
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}

@@ -1,0 +1,211 @@
+//! The cluster's certificates: a CA, the API server's serving certificate and the admin's
+//! client certificate, made on first start and reused after. Also the admin kubeconfig.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use crate::Error;
+
+/// PEM files under `DATA_DIR/pki`.
+pub struct Pki {
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+}
+
+const CA_CN: &str = "rkube-ca";
+/// The admin is in `system:masters`, the group Kubernetes grants everything.
+const ADMIN_CN: &str = "rkube-admin";
+const ADMIN_GROUP: &str = "system:masters";
+
+impl Pki {
+    /// Loads the PKI from `data_dir/pki`, or makes it if there is none. A partial PKI (some files
+    /// missing) is an error, never silently replaced: clients may trust the old CA.
+    pub fn load_or_create(data_dir: &Path, extra_sans: &[IpAddr]) -> Result<Pki, Error> {
+        let dir = data_dir.join("pki");
+        let files = ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key"].map(|f| dir.join(f));
+        let present = files.iter().filter(|f| f.exists()).count();
+        if present == files.len() {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())))
+            };
+            return Ok(Pki {
+                ca_cert: read(&files[0])?,
+                server_cert: read(&files[2])?,
+                server_key: read(&files[3])?,
+                admin_cert: read(&files[4])?,
+                admin_key: read(&files[5])?,
+            });
+        }
+        if present > 0 {
+            return Err(Error::Pki(format!(
+                "{} holds only part of a PKI ({present} of {} files); restore it or remove the directory",
+                dir.display(),
+                files.len()
+            )));
+        }
+        let (pki, ca_key) = create(extra_sans)?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Pki(format!("cannot create {}: {e}", dir.display())))?;
+        for (path, content, secret) in [
+            (&files[1], ca_key.as_str(), true),
+            (&files[3], pki.server_key.as_str(), true),
+            (&files[5], pki.admin_key.as_str(), true),
+            (&files[2], pki.server_cert.as_str(), false),
+            (&files[4], pki.admin_cert.as_str(), false),
+            // The CA certificate last: its presence marks a complete PKI.
+            (&files[0], pki.ca_cert.as_str(), false),
+        ] {
+            write_file(path, content.as_bytes(), secret)?;
+        }
+        Ok(pki)
+    }
+
+    /// The admin kubeconfig for a server at `server_url`.
+    pub fn admin_kubeconfig(&self, server_url: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: rkube
+  cluster:
+    server: {server_url}
+    certificate-authority-data: {ca}
+users:
+- name: rkube-admin
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: rkube
+  context:
+    cluster: rkube
+    user: rkube-admin
+current-context: rkube
+",
+            ca = b64(&self.ca_cert),
+            cert = b64(&self.admin_cert),
+            key = b64(&self.admin_key),
+        )
+    }
+}
+
+fn create(extra_sans: &[IpAddr]) -> Result<(Pki, String), Error> {
+    let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
+    let now = time::OffsetDateTime::now_utc();
+
+    let ca_key = KeyPair::generate().map_err(pki_error)?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = name(CA_CN, None);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.not_before = now - time::Duration::hours(1);
+    ca.not_after = now + time::Duration::days(3650);
+    let ca_cert = ca.self_signed(&ca_key).map_err(pki_error)?;
+    let issuer = Issuer::new(ca, &ca_key);
+
+    let server_key = KeyPair::generate().map_err(pki_error)?;
+    let mut server = CertificateParams::default();
+    server.distinguished_name = name("rkube-apiserver", None);
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into().map_err(pki_error)?),
+        SanType::DnsName("kubernetes".try_into().map_err(pki_error)?),
+        SanType::DnsName("kubernetes.default".try_into().map_err(pki_error)?),
+        SanType::DnsName("kubernetes.default.svc".try_into().map_err(pki_error)?),
+        SanType::DnsName("kubernetes.default.svc.cluster.local".try_into().map_err(pki_error)?),
+        SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
+        SanType::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        if let Ok(dns) = host.trim().to_owned().try_into() {
+            sans.push(SanType::DnsName(dns));
+        }
+    }
+    sans.extend(extra_sans.iter().filter(|ip| !ip.is_unspecified()).map(|ip| SanType::IpAddress(*ip)));
+    server.subject_alt_names = sans;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    server.not_before = now - time::Duration::hours(1);
+    server.not_after = now + time::Duration::days(3650);
+    let server_cert = server.signed_by(&server_key, &issuer).map_err(pki_error)?;
+
+    let admin_key = KeyPair::generate().map_err(pki_error)?;
+    let mut admin = CertificateParams::default();
+    admin.distinguished_name = name(ADMIN_CN, Some(ADMIN_GROUP));
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    admin.not_before = now - time::Duration::hours(1);
+    admin.not_after = now + time::Duration::days(3650);
+    let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(pki_error)?;
+
+    Ok((
+        Pki {
+            ca_cert: ca_cert.pem(),
+            server_cert: server_cert.pem(),
+            server_key: server_key.serialize_pem(),
+            admin_cert: admin_cert.pem(),
+            admin_key: admin_key.serialize_pem(),
+        },
+        ca_key.serialize_pem(),
+    ))
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(o) = organization {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn
+}
+
+/// Writes a file atomically (temporary name, fsync, rename); secrets are readable by the owner only.
+pub(crate) fn write_file(path: &Path, content: &[u8], secret: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let fail = |e: std::io::Error| Error::Pki(format!("cannot write {}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(fail)?;
+    file.write_all(content).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pki_is_made_once_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let again = Pki::load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(first.ca_cert, again.ca_cert);
+        assert_eq!(first.admin_key, again.admin_key);
+        let mode = std::fs::metadata(dir.path().join("pki/ca.key")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_partial_pki_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Pki::load_or_create(dir.path(), &[]).unwrap();
+        std::fs::remove_file(dir.path().join("pki/server.key")).unwrap();
+        let err = Pki::load_or_create(dir.path(), &[]).err().expect("refused");
+        assert!(err.to_string().contains("only part of a PKI"), "{err}");
+    }
+}

@@ -1,0 +1,61 @@
+//! `rkube server`: opens the store, starts its compactor and the API server, and runs until
+//! SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rkube_apiserver::{Config, Server};
+use rkube_store::{Backend, CompactorConfig, EmbeddedConfig, Store};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the server keeps its state: the embedded store, the PKI and the admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/rkube")]
+    data_dir: PathBuf,
+    /// The address and port to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    bind: SocketAddr,
+    /// Where cluster state lives: `embedded` (in the data directory) or `etcd`.
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// etcd endpoints, comma-separated, for `--store etcd`.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// A token file: lines of `token,user,uid[,"group1,group2"]`, as Kubernetes' --token-auth-file.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let backend = match args.store {
+        StoreKind::Embedded => Backend::Embedded(EmbeddedConfig::new(args.data_dir.join("store"))),
+        StoreKind::Etcd if args.etcd_endpoints.is_empty() => {
+            anyhow::bail!("--store etcd needs --etcd-endpoints, such as http://127.0.0.1:2379")
+        }
+        StoreKind::Etcd => Backend::Etcd { endpoints: args.etcd_endpoints.clone() },
+    };
+    let store = Store::open(backend).await.context("cannot open the cluster store")?;
+    let _compactor = store.start_compactor(CompactorConfig::default());
+    let config = Config { data_dir: args.data_dir.clone(), bind: args.bind, token_file: args.token_auth_file };
+    let server = Server::start(config, store).await.context("cannot start the API server")?;
+    eprintln!(
+        "rkube server listening on https://{}; admin kubeconfig: {}",
+        server.addr(),
+        args.data_dir.join("kubeconfig").display()
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        () = server.wait() => anyhow::bail!("the API server stopped"),
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("rkube server: shutting down");
+    Ok(())
+}

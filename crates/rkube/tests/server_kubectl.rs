@@ -1,0 +1,236 @@
+//! `rkube server` driven by the real kubectl binaries (1.27 and 1.33) and curl: each test
+//! starts its own server process on a free loopback port with its own data and cache dirs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const KUBECTLS: [&str; 2] =
+    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"];
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+    data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rkube server");
+        // The server says where it listens once it accepts connections.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("server output").expect("read server output");
+            if let Some(rest) = line.strip_prefix("rkube server listening on ") {
+                break rest.split(';').next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        ServerProcess { child, url, data_dir: data_dir.to_owned() }
+    }
+
+    fn kubectl(&self, binary: &str, args: &[&str]) -> Output {
+        Command::new(binary)
+            .arg(format!("--kubeconfig={}", self.data_dir.join("kubeconfig").display()))
+            .arg(format!(
+                "--cache-dir={}",
+                self.data_dir.join(format!("cache-{}", binary.rsplit('.').next().unwrap())).display()
+            ))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl and returns its stdout, failing the test with stderr if it failed.
+    fn ok(&self, binary: &str, args: &[&str]) -> String {
+        let out = self.kubectl(binary, args);
+        assert!(out.status.success(), "{binary} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl expecting failure; returns its stderr.
+    fn fails(&self, binary: &str, args: &[&str]) -> String {
+        let out = self.kubectl(binary, args);
+        assert!(!out.status.success(), "{binary} {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_manifest(dir: &Path, name: &str, value: &str) -> String {
+    let path = dir.join(format!("{name}-{value}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  key: {value}\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn version_discovery_and_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for kubectl in KUBECTLS {
+        let version: serde_json::Value = serde_json::from_str(&server.ok(kubectl, &["version", "-o", "json"])).unwrap();
+        assert_eq!(version["serverVersion"]["minor"], "33", "{kubectl}");
+        let resources = server.ok(kubectl, &["api-resources", "--no-headers"]);
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["configmaps", "cm", "v1", "true", "ConfigMap"]),
+            "{kubectl}: {resources}"
+        );
+        let namespaces = server.ok(kubectl, &["get", "namespaces", "-o", "name"]);
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            assert!(namespaces.contains(&format!("namespace/{ns}\n")), "{kubectl}: {namespaces}");
+        }
+        let phase = server.ok(kubectl, &["get", "namespace", "default", "-o", "jsonpath={.status.phase}"]);
+        assert_eq!(phase, "Active");
+    }
+}
+
+#[test]
+fn configmap_lifecycle_with_both_kubectls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for (n, kubectl) in KUBECTLS.iter().enumerate() {
+        let name = format!("app-{n}");
+        // Client-side validation needs OpenAPI, which this server does not serve yet.
+        let first = write_manifest(dir.path(), &name, "one");
+        assert_eq!(
+            server.ok(kubectl, &["create", "--validate=false", "-f", &first]),
+            format!("configmap/{name} created\n")
+        );
+        let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", &first]);
+        assert!(stderr.contains(&format!("configmaps \"{name}\" already exists")), "{stderr}");
+
+        let object: serde_json::Value =
+            serde_json::from_str(&server.ok(kubectl, &["get", "cm", &name, "-o", "json"])).unwrap();
+        assert_eq!(object["data"]["key"], "one");
+        assert!(object["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+        let rv = object["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+
+        let second = write_manifest(dir.path(), &name, "two");
+        server.ok(kubectl, &["replace", "--validate=false", "-f", &second]);
+        let after: serde_json::Value =
+            serde_json::from_str(&server.ok(kubectl, &["get", "cm", &name, "-o", "json"])).unwrap();
+        assert_eq!(after["data"]["key"], "two");
+        assert_eq!(after["metadata"]["uid"], object["metadata"]["uid"], "the uid survives an update");
+        assert_ne!(after["metadata"]["resourceVersion"].as_str().unwrap(), rv);
+
+        assert_eq!(server.ok(kubectl, &["get", "cm", &name, "-o", "jsonpath={.data.key}"]), "two");
+        assert!(server.ok(kubectl, &["get", "cm", "-A", "-o", "name"]).contains(&format!("configmap/{name}\n")));
+        server.ok(kubectl, &["delete", "cm", &name]);
+        let stderr = server.fails(kubectl, &["get", "cm", &name]);
+        assert!(stderr.contains(&format!("Error from server (NotFound): configmaps \"{name}\" not found")), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_requests_get_upstream_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let missing_ns = dir.path().join("missing-ns.yaml");
+    std::fs::write(&missing_ns, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nope\n").unwrap();
+    let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", missing_ns.to_str().unwrap()]);
+    assert!(stderr.contains("namespaces \"nope\" not found"), "{stderr}");
+
+    let bad_name = dir.path().join("bad-name.yaml");
+    std::fs::write(&bad_name, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n").unwrap();
+    let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", bad_name.to_str().unwrap()]);
+    assert!(stderr.contains("ConfigMap \"Not_Valid\" is invalid: metadata.name: Invalid value"), "{stderr}");
+
+    // Neither a client certificate nor a known token: 401.
+    let out = Command::new(kubectl)
+        .args(["--kubeconfig=/dev/null", "--insecure-skip-tls-verify", "--token=wrong", "--server", &server.url])
+        .args(["get", "configmaps"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized")
+            || String::from_utf8_lossy(&out.stderr).contains("provide credentials")
+    );
+
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{}{path}", server.url))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(curl("/readyz"), "200", "health needs no credentials");
+    assert_eq!(curl("/version"), "200");
+    assert_eq!(curl("/api/v1/configmaps"), "401");
+}
+
+#[test]
+fn a_watch_sees_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let mut watch = Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", dir.path().join("kubeconfig").display()))
+        .arg(format!("--cache-dir={}", dir.path().join("watch-cache").display()))
+        .args(["get", "configmaps", "--watch", "--output-watch-events", "-o", "json", "--request-timeout=6s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "watched", "one")]);
+    server.ok(kubectl, &["replace", "--validate=false", "-f", &write_manifest(dir.path(), "watched", "two")]);
+    server.ok(kubectl, &["delete", "configmap", "watched"]);
+    let output = watch.wait_with_output().unwrap();
+    let events: Vec<String> = serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|event| {
+            let event = event.expect("watch output is JSON events");
+            format!(
+                "{} {}={}",
+                event["type"].as_str().unwrap(),
+                event["object"]["metadata"]["name"].as_str().unwrap(),
+                event["object"]["data"]["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(events, ["ADDED watched=one", "MODIFIED watched=two", "DELETED watched=two"]);
+}
+
+#[test]
+fn objects_and_credentials_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = KUBECTLS[1];
+    let server = ServerProcess::start(dir.path());
+    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "durable", "kept")]);
+    let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+    server.kill9();
+
+    let server = ServerProcess::start(dir.path());
+    assert_eq!(server.ok(kubectl, &["get", "cm", "durable", "-o", "jsonpath={.data.key}"]), "kept");
+    let again = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+    let ca = |k: &str| k.lines().find(|l| l.contains("certificate-authority-data")).unwrap().to_owned();
+    assert_eq!(ca(&kubeconfig), ca(&again), "a restart reuses the cluster CA");
+}
