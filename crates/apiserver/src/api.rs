@@ -17,6 +17,7 @@ use rkube_store::{KeyValue, ListOptions, Store, WatchEvent, WatchOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::selector::LabelSelector;
 use crate::status::ApiError;
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
@@ -68,7 +69,7 @@ const KINDS: &[Kind] = &[
         list_kind: "NamespaceList",
         namespaced: false,
         short_names: &["ns"],
-        verbs: &["create", "get", "list", "update", "watch"],
+        verbs: &["create", "get", "list", "patch", "update", "watch"],
         normalize: typed::<k8s_openapi::api::core::v1::Namespace>,
         name_rule: NameRule::Dns1123Label,
         defaults: |object| {
@@ -83,7 +84,7 @@ const KINDS: &[Kind] = &[
         list_kind: "ConfigMapList",
         namespaced: true,
         short_names: &["cm"],
-        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
         normalize: typed::<k8s_openapi::api::core::v1::ConfigMap>,
         name_rule: NameRule::Dns1123Subdomain,
         defaults: |_| {},
@@ -122,11 +123,11 @@ pub fn router(state: State) -> Router {
         .route("/api/v1", get(api_resources))
         .route("/apis", get(api_groups))
         .route("/api/v1/{resource}", get(collection_get).post(collection_post))
-        .route("/api/v1/{resource}/{name}", get(object_get).put(object_put).delete(object_delete))
+        .route("/api/v1/{resource}/{name}", get(object_get).put(object_put).patch(object_patch).delete(object_delete))
         .route("/api/v1/namespaces/{namespace}/{resource}", get(ns_collection_get).post(ns_collection_post))
         .route(
             "/api/v1/namespaces/{namespace}/{resource}/{name}",
-            get(ns_object_get).put(ns_object_put).delete(ns_object_delete),
+            get(ns_object_get).put(ns_object_put).patch(ns_object_patch).delete(ns_object_delete),
         )
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
         .with_state(state)
@@ -267,6 +268,24 @@ async fn ns_object_put(
     update_object(&state.store, kind, Some(&namespace), &name, decode(kind, &body)?).await.map(axum::Json)
 }
 
+async fn object_patch(
+    AxumState(state): AxumState<State>,
+    Path((resource, name)): Path<(String, String)>,
+    patch: PatchBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = cluster_scoped(&resource)?;
+    patch_object(&state.store, kind, None, &name, patch).await.map(axum::Json)
+}
+
+async fn ns_object_patch(
+    AxumState(state): AxumState<State>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    patch: PatchBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let kind = namespaced(&resource)?;
+    patch_object(&state.store, kind, Some(&namespace), &name, patch).await.map(axum::Json)
+}
+
 async fn object_delete(
     AxumState(_state): AxumState<State>,
     Path((resource, _name)): Path<(String, String)>,
@@ -350,6 +369,43 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
             .await
             .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
         Ok(JsonBody(bytes))
+    }
+}
+
+/// A PATCH body: JSON Patch or JSON merge patch, parsed.
+pub enum PatchBody {
+    Json(json_patch::Patch),
+    Merge(Value),
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for PatchBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let media = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("the patch is not valid: {e}"));
+        match media.as_str() {
+            "application/json-patch+json" => Ok(PatchBody::Json(serde_json::from_slice(&bytes).map_err(invalid)?)),
+            "application/merge-patch+json" => Ok(PatchBody::Merge(serde_json::from_slice(&bytes).map_err(invalid)?)),
+            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                Err(ApiError::UnsupportedMediaType(format!(
+                    "{media} patches are not supported yet; use --type=merge or --type=json"
+                )))
+            }
+            other => Err(ApiError::UnsupportedMediaType(format!("the patch content type {other:?} is not supported"))),
+        }
     }
 }
 
@@ -526,6 +582,73 @@ async fn update_object(
     with_revision(&kv)
 }
 
+/// How often a patch is re-applied when another write raced it, as upstream's GuaranteedUpdate.
+const PATCH_ATTEMPTS: usize = 5;
+
+async fn patch_object(
+    store: &Store,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    patch: PatchBody,
+) -> Result<Value, ApiError> {
+    let key = object_key(kind, namespace, name);
+    let invalid = |message: String| ApiError::Invalid {
+        kind: kind.kind,
+        name: name.to_owned(),
+        causes: vec![("patch".into(), message)],
+    };
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = store
+            .get(&key, None)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind.plural, name))?
+            .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.to_owned() })?;
+        let mut object = with_revision(&current)?;
+        match &patch {
+            PatchBody::Json(operations) => {
+                json_patch::patch(&mut object, operations).map_err(|e| invalid(e.to_string()))?
+            }
+            PatchBody::Merge(merge) => json_patch::merge(&mut object, merge),
+        }
+        if object["metadata"]["name"].as_str() != Some(name) {
+            return Err(invalid("metadata.name: field is immutable".into()));
+        }
+        // A resourceVersion the patch sets is a precondition; otherwise a race is retried.
+        let pinned = object["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|rv| *rv != current.mod_revision.to_string())
+            .map(str::to_owned);
+        let expected = match &pinned {
+            Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+            None => current.mod_revision,
+        };
+        let mut patched = (kind.normalize)(object)
+            .map_err(|e| ApiError::BadRequest(format!("the patched object is not a valid {}: {e}", kind.kind)))?;
+        patched["apiVersion"] = json!("v1");
+        patched["kind"] = json!(kind.kind);
+        keep_immutable(&mut patched, &current, namespace)?;
+        match store.update(&key, encode(&patched)?, expected).await {
+            Ok(kv) => return with_revision(&kv),
+            Err(rkube_store::StoreError::Conflict { .. }) if pinned.is_none() => continue,
+            Err(e) => return Err(ApiError::from_store(e, kind.plural, name)),
+        }
+    }
+    Err(ApiError::Conflict { resource: kind.plural, name: name.to_owned() })
+}
+
+/// Carries the fields a client may not change over from the stored object.
+fn keep_immutable(object: &mut Value, current: &KeyValue, namespace: Option<&str>) -> Result<(), ApiError> {
+    let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for field in ["uid", "creationTimestamp", "namespace"] {
+        object["metadata"][field] = stored["metadata"][field].clone();
+    }
+    if namespace.is_none() {
+        object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+    }
+    Ok(())
+}
+
 fn delete_precondition(body: &[u8]) -> Result<Option<i64>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -568,16 +691,43 @@ impl FieldSelector {
     }
 }
 
+/// What a list or watch selects: field and label selectors together.
+struct Filter {
+    fields: FieldSelector,
+    labels: LabelSelector,
+}
+
+impl Filter {
+    fn parse(params: &ListParams) -> Result<Filter, ApiError> {
+        Ok(Filter {
+            fields: FieldSelector::parse(params.field_selector.as_deref())?,
+            labels: LabelSelector::parse(params.label_selector.as_deref().unwrap_or(""))
+                .map_err(ApiError::BadRequest)?,
+        })
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        if !self.fields.matches(object) {
+            return false;
+        }
+        if self.labels.is_empty() {
+            return true;
+        }
+        let labels = object["metadata"]["labels"]
+            .as_object()
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+            .unwrap_or_default();
+        self.labels.matches(&labels)
+    }
+}
+
 async fn read_collection(
     state: &State,
     kind: &'static Kind,
     namespace: Option<String>,
     params: ListParams,
 ) -> Result<Response, ApiError> {
-    if params.label_selector.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::BadRequest("labelSelector is not supported yet".into()));
-    }
-    let selector = FieldSelector::parse(params.field_selector.as_deref())?;
+    let selector = Filter::parse(&params)?;
     let prefix = collection_prefix(kind, namespace.as_deref());
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
         return watch_collection(state, kind, prefix, selector, params).await;
@@ -635,7 +785,7 @@ async fn watch_collection(
     state: &State,
     kind: &'static Kind,
     prefix: String,
-    selector: FieldSelector,
+    selector: Filter,
     params: ListParams,
 ) -> Result<Response, ApiError> {
     let from: i64 = match params.resource_version.as_deref() {
@@ -671,10 +821,22 @@ async fn watch_collection(
 
     let live = watch.filter_map(move |event| {
         let line = match event {
-            Ok(WatchEvent::Put { kv, prev }) => with_revision(&kv)
-                .ok()
-                .filter(|o| selector.matches(o))
-                .map(|object| json!({"type": if prev.is_some() { "MODIFIED" } else { "ADDED" }, "object": object})),
+            Ok(WatchEvent::Put { kv, prev }) => {
+                // An object entering the selection is ADDED, one leaving it DELETED (its old
+                // state at the new resourceVersion), as upstream's watch cache reports them.
+                let now = with_revision(&kv).ok().filter(|o| selector.matches(o));
+                let before =
+                    prev.and_then(|p| serde_json::from_slice::<Value>(&p.value).ok()).filter(|o| selector.matches(o));
+                match (before, now) {
+                    (None, Some(object)) => Some(json!({"type": "ADDED", "object": object})),
+                    (Some(_), Some(object)) => Some(json!({"type": "MODIFIED", "object": object})),
+                    (Some(mut old), None) => {
+                        old["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+                        Some(json!({"type": "DELETED", "object": old}))
+                    }
+                    (None, None) => None,
+                }
+            }
             Ok(WatchEvent::Delete { revision, prev: Some(prev), .. }) => {
                 let mut object: Value = serde_json::from_slice(&prev.value).unwrap_or(Value::Null);
                 object["metadata"]["resourceVersion"] = json!(revision.to_string());

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod pki;
+mod selector;
 mod status;
 
 use std::net::SocketAddr;

@@ -234,3 +234,45 @@ fn objects_and_credentials_survive_kill_9() {
     let ca = |k: &str| k.lines().find(|l| l.contains("certificate-authority-data")).unwrap().to_owned();
     assert_eq!(ca(&kubeconfig), ca(&again), "a restart reuses the cluster CA");
 }
+
+#[test]
+fn labels_annotations_patches_and_selectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for (n, kubectl) in KUBECTLS.iter().enumerate() {
+        let (front, back) = (format!("front-{n}"), format!("back-{n}"));
+        for name in [&front, &back] {
+            server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), name, "v")]);
+        }
+        server.ok(kubectl, &["label", "cm", &front, "tier=front", &format!("kubectl={n}")]);
+        server.ok(kubectl, &["label", "cm", &back, "tier=back", &format!("kubectl={n}")]);
+        server.ok(kubectl, &["annotate", "cm", &front, "note=hello"]);
+        let select =
+            |selector: &str| server.ok(kubectl, &["get", "cm", "-l", &format!("kubectl={n},{selector}"), "-o", "name"]);
+        assert_eq!(select("tier=front"), format!("configmap/{front}\n"));
+        assert_eq!(select("tier!=front"), format!("configmap/{back}\n"));
+        assert_eq!(select("tier in (front,back)"), format!("configmap/{back}\nconfigmap/{front}\n"));
+        assert_eq!(select("tier notin (front)"), format!("configmap/{back}\n"));
+        assert_eq!(select("!tier"), "");
+
+        server.ok(kubectl, &["patch", "cm", &front, "--type=merge", "-p", r#"{"data":{"key":"merged"}}"#]);
+        assert_eq!(server.ok(kubectl, &["get", "cm", &front, "-o", "jsonpath={.data.key}"]), "merged");
+        server.ok(
+            kubectl,
+            &["patch", "cm", &front, "--type=json", "-p", r#"[{"op":"replace","path":"/data/key","value":"json"}]"#],
+        );
+        let patched =
+            server.ok(kubectl, &["get", "cm", &front, "-o", "jsonpath={.data.key} {.metadata.annotations.note}"]);
+        assert_eq!(patched, "json hello");
+        let stderr = server.fails(
+            kubectl,
+            &["patch", "cm", &front, "--type=json", "-p", r#"[{"op":"test","path":"/data/key","value":"nope"}]"#],
+        );
+        assert!(stderr.contains("is invalid"), "{stderr}");
+
+        server.ok(kubectl, &["label", "cm", &front, "tier-"]);
+        assert_eq!(select("tier"), format!("configmap/{back}\n"));
+        let stderr = server.fails(kubectl, &["get", "cm", "-l", "tier in (front"]);
+        assert!(stderr.contains("unable to parse requirement"), "{stderr}");
+    }
+}
