@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::selector::LabelSelector;
 use crate::status::ApiError;
+use crate::table::{self, Column, Include};
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
 pub const KUBE_MINOR: &str = "33";
@@ -49,6 +50,8 @@ struct Kind {
     name_rule: NameRule,
     /// Fields upstream defaults on create.
     defaults: fn(&mut Value),
+    /// `kubectl get` columns between NAME and AGE, as upstream's printers.
+    columns: &'static [Column],
 }
 
 #[derive(Clone, Copy)]
@@ -76,6 +79,12 @@ const KINDS: &[Kind] = &[
             object["spec"]["finalizers"] = json!(["kubernetes"]);
             object["status"]["phase"] = json!("Active");
         },
+        columns: &[Column {
+            name: "Status",
+            kind: "string",
+            description: "The status of the namespace",
+            cell: |o| o["status"]["phase"].clone(),
+        }],
     },
     Kind {
         plural: "configmaps",
@@ -88,6 +97,15 @@ const KINDS: &[Kind] = &[
         normalize: typed::<k8s_openapi::api::core::v1::ConfigMap>,
         name_rule: NameRule::Dns1123Subdomain,
         defaults: |_| {},
+        columns: &[Column {
+            name: "Data",
+            kind: "integer",
+            description: "Number of data entries",
+            cell: |o| {
+                let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
+                json!(count("data") + count("binaryData"))
+            },
+        }],
     },
 ];
 
@@ -192,23 +210,26 @@ struct ListParams {
     label_selector: Option<String>,
     timeout_seconds: Option<u64>,
     allow_watch_bookmarks: Option<bool>,
+    include_object: Option<String>,
 }
 
 async fn collection_get(
     AxumState(state): AxumState<State>,
     Path(resource): Path<String>,
     Query(params): Query<ListParams>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read_collection(&state, kind(&resource)?, None, params).await
+    read_collection(&state, kind(&resource)?, None, params, table::requested(&headers)).await
 }
 
 async fn ns_collection_get(
     AxumState(state): AxumState<State>,
     Path((namespace, resource)): Path<(String, String)>,
     Query(params): Query<ListParams>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let kind = namespaced(&resource)?;
-    read_collection(&state, kind, Some(namespace), params).await
+    read_collection(&state, kind, Some(namespace), params, table::requested(&headers)).await
 }
 
 async fn collection_post(
@@ -237,17 +258,38 @@ async fn ns_collection_post(
 async fn object_get(
     AxumState(state): AxumState<State>,
     Path((resource, name)): Path<(String, String)>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = cluster_scoped(&resource)?;
-    get_object(&state.store, kind, None, &name).await.map(axum::Json)
+    let object = get_object(&state.store, kind, None, &name).await?;
+    Ok(axum::Json(as_table_if(kind, object, &params, &headers)))
+}
+
+/// A single object, as a one-row Table if the client asked for one.
+fn as_table_if(kind: &Kind, object: Value, params: &ListParams, headers: &HeaderMap) -> Value {
+    if !table::requested(headers) {
+        return object;
+    }
+    let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+    table::table(
+        kind.columns,
+        &[object],
+        Include::parse(params.include_object.as_deref()),
+        metadata,
+        time::OffsetDateTime::now_utc(),
+    )
 }
 
 async fn ns_object_get(
     AxumState(state): AxumState<State>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = namespaced(&resource)?;
-    get_object(&state.store, kind, Some(&namespace), &name).await.map(axum::Json)
+    let object = get_object(&state.store, kind, Some(&namespace), &name).await?;
+    Ok(axum::Json(as_table_if(kind, object, &params, &headers)))
 }
 
 async fn object_put(
@@ -726,11 +768,12 @@ async fn read_collection(
     kind: &'static Kind,
     namespace: Option<String>,
     params: ListParams,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let selector = Filter::parse(&params)?;
     let prefix = collection_prefix(kind, namespace.as_deref());
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
-        return watch_collection(state, kind, prefix, selector, params).await;
+        return watch_collection(state, kind, prefix, selector, params, as_table).await;
     }
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
@@ -757,6 +800,11 @@ async fn read_collection(
     if page.more {
         let last = page.items.last().map(|kv| kv.key.as_str()).unwrap_or_default();
         metadata["continue"] = json!(encode_continue(page.revision, last));
+    }
+    if as_table {
+        let include = Include::parse(params.include_object.as_deref());
+        let now = time::OffsetDateTime::now_utc();
+        return Ok(axum::Json(table::table(kind.columns, &items, include, metadata, now)).into_response());
     }
     Ok(axum::Json(json!({"kind": kind.list_kind, "apiVersion": "v1", "metadata": metadata, "items": items}))
         .into_response())
@@ -787,6 +835,7 @@ async fn watch_collection(
     prefix: String,
     selector: Filter,
     params: ListParams,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let from: i64 = match params.resource_version.as_deref() {
         None | Some("") | Some("0") => 0,
@@ -852,9 +901,19 @@ async fn watch_collection(
         };
         std::future::ready(line)
     });
+    // Asked for as a Table, each event's object is a one-row Table of that object.
+    let include = Include::parse(params.include_object.as_deref());
     let events = futures::stream::iter(initial)
         .chain(live)
-        .map(|event| Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n"))))
+        .map(move |mut event| {
+            if as_table && matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+                let object = event["object"].take();
+                let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                event["object"] =
+                    table::table(kind.columns, &[object], include, metadata, time::OffsetDateTime::now_utc());
+            }
+            Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n")))
+        })
         .take_until(tokio::time::sleep_until(deadline));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")

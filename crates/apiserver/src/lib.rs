@@ -8,6 +8,7 @@ mod api;
 pub mod pki;
 mod selector;
 mod status;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -191,7 +191,7 @@ fn a_watch_sees_changes() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let kubectl = KUBECTLS[1];
-    let mut watch = Command::new(kubectl)
+    let watch = Command::new(kubectl)
         .arg(format!("--kubeconfig={}", dir.path().join("kubeconfig").display()))
         .arg(format!("--cache-dir={}", dir.path().join("watch-cache").display()))
         .args(["get", "configmaps", "--watch", "--output-watch-events", "-o", "json", "--request-timeout=6s"])
@@ -274,5 +274,31 @@ fn labels_annotations_patches_and_selectors() {
         assert_eq!(select("tier"), format!("configmap/{back}\n"));
         let stderr = server.fails(kubectl, &["get", "cm", "-l", "tier in (front"]);
         assert!(stderr.contains("unable to parse requirement"), "{stderr}");
+    }
+}
+
+#[test]
+fn get_prints_upstream_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    server.ok(KUBECTLS[1], &["create", "--validate=false", "-f", &write_manifest(dir.path(), "shown", "v")]);
+    server.ok(KUBECTLS[1], &["label", "cm", "shown", "tier=front"]);
+    fn words(text: &str) -> Vec<Vec<String>> {
+        text.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
+    }
+    for kubectl in KUBECTLS {
+        let namespaces = words(&server.ok(kubectl, &["get", "namespaces"]));
+        assert_eq!(namespaces[0], ["NAME", "STATUS", "AGE"], "{kubectl}");
+        assert!(namespaces.iter().any(|row| row[..2] == ["default", "Active"]), "{kubectl}: {namespaces:?}");
+
+        let configmaps = words(&server.ok(kubectl, &["get", "configmaps"]));
+        assert_eq!(configmaps[0], ["NAME", "DATA", "AGE"]);
+        assert_eq!(configmaps[1][..2], ["shown", "1"]);
+        assert_eq!(words(&server.ok(kubectl, &["get", "configmap", "shown"]))[1][..2], ["shown", "1"]);
+
+        let all = words(&server.ok(kubectl, &["get", "configmaps", "-A", "--show-labels"]));
+        assert_eq!(all[0], ["NAMESPACE", "NAME", "DATA", "AGE", "LABELS"]);
+        assert_eq!(all[1][..3], ["default", "shown", "1"]);
+        assert_eq!(all[1][4], "tier=front");
     }
 }
