@@ -1,79 +1,16 @@
 //! `rkube server` driven by the real kubectl binaries (1.27 and 1.33) and curl: each test
 //! starts its own server process on a free loopback port with its own data and cache dirs.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use common::ServerProcess;
 
 const KUBECTLS: [&str; 2] =
     ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"];
-
-struct ServerProcess {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
-}
-
-impl ServerProcess {
-    fn start(data_dir: &Path) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
-            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rkube server");
-        // The server says where it listens once it accepts connections.
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("server output").expect("read server output");
-            if let Some(rest) = line.strip_prefix("rkube server listening on ") {
-                break rest.split(';').next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        ServerProcess { child, url, data_dir: data_dir.to_owned() }
-    }
-
-    fn kubectl(&self, binary: &str, args: &[&str]) -> Output {
-        Command::new(binary)
-            .arg(format!("--kubeconfig={}", self.data_dir.join("kubeconfig").display()))
-            .arg(format!(
-                "--cache-dir={}",
-                self.data_dir.join(format!("cache-{}", binary.rsplit('.').next().unwrap())).display()
-            ))
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// Runs kubectl and returns its stdout, failing the test with stderr if it failed.
-    fn ok(&self, binary: &str, args: &[&str]) -> String {
-        let out = self.kubectl(binary, args);
-        assert!(out.status.success(), "{binary} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs kubectl expecting failure; returns its stderr.
-    fn fails(&self, binary: &str, args: &[&str]) -> String {
-        let out = self.kubectl(binary, args);
-        assert!(!out.status.success(), "{binary} {args:?} should have failed");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_manifest(dir: &Path, name: &str, value: &str) -> String {
     let path = dir.join(format!("{name}-{value}.yaml"));
