@@ -1,6 +1,7 @@
 //! Benchmark programs: each runs rkube and the component it replaces side by side in one run,
 //! prints a table, and with `--json` one JSON object.
 
+mod api;
 mod store;
 
 use clap::Subcommand;
@@ -9,11 +10,14 @@ use clap::Subcommand;
 pub enum Which {
     /// The embedded store against a real etcd it starts itself.
     Store(store::Args),
+    /// A real `rkube server`, through the `kube` client, against issue 3's targets.
+    Api(api::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Store(args) => store::run(args).await,
+        Which::Api(args) => api::run(args).await,
     }
 }
 

@@ -1,0 +1,258 @@
+//! `rkube bench api`: a real `rkube server` process, measured through the Rust `kube` client.
+//! There is no upstream API server on this machine to run beside it, so the figures are judged
+//! against the targets of issue 3. Pods are not served yet; objects are ConfigMaps.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use serde::Serialize;
+
+use super::{percentile_ms, proc_field};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds the create phase runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Watchers open during the fan-out phase.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+}
+
+#[derive(Serialize, Default)]
+struct Figures {
+    /// ConfigMap creates per second with 64 concurrent clients (pods are not served yet).
+    creates_per_s: f64,
+    create_p50_ms: f64,
+    create_p99_ms: f64,
+    /// One unpaginated list of 10,000 ConfigMaps, median of 5.
+    list_10k_ms: f64,
+    /// With every watcher open, the delay from a write to its event at each watcher.
+    watch_fanout_p50_ms: f64,
+    watch_fanout_p99_ms: f64,
+    /// From process start to serving (its "listening" line), on a fresh data directory.
+    cold_start_ms: f64,
+    /// Resident memory of the idle server, just started.
+    idle_rss_mb: f64,
+    /// Resident memory after this benchmark's load.
+    loaded_rss_mb: f64,
+}
+
+const CLIENTS: usize = 64;
+const LIST_OBJECTS: usize = 10_000;
+/// Watch streams per client connection, under the server's HTTP/2 stream limit.
+const WATCHERS_PER_CONNECTION: usize = 100;
+const FANOUT_WRITES: usize = 20;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let mut server = ServerProcess::start(dir.path())?;
+    let mut f = Figures { cold_start_ms: started.elapsed().as_secs_f64() * 1000.0, ..Default::default() };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.idle_rss_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
+
+    let client = server.client().await?;
+    (f.creates_per_s, f.create_p50_ms, f.create_p99_ms) = creates(&client, Duration::from_secs(args.seconds)).await?;
+    f.list_10k_ms = list_10k(&client).await?;
+    (f.watch_fanout_p50_ms, f.watch_fanout_p99_ms) = fanout(&server, args.watchers).await?;
+    f.loaded_rss_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
+    server.stop();
+
+    if args.json {
+        println!("{}", serde_json::to_string(&f)?);
+    } else {
+        let rows = [
+            ("configmap creates/s, 64 clients", f.creates_per_s, ">= 5000"),
+            ("  create p50 ms", f.create_p50_ms, ""),
+            ("  create p99 ms", f.create_p99_ms, "< 50"),
+            ("list 10k configmaps ms", f.list_10k_ms, "< 200"),
+            ("watch fan-out p50 ms", f.watch_fanout_p50_ms, ""),
+            ("watch fan-out p99 ms", f.watch_fanout_p99_ms, "< 100"),
+            ("cold start ms", f.cold_start_ms, "< 200"),
+            ("idle RSS MiB", f.idle_rss_mb, "< 40"),
+            ("RSS after the load MiB", f.loaded_rss_mb, ""),
+        ];
+        println!("{:<34} {:>12} {:>10}", "", "rkube", "target");
+        for (name, value, target) in rows {
+            println!("{name:<34} {value:>12.2} {target:>10}");
+        }
+    }
+    Ok(())
+}
+
+struct ServerProcess {
+    child: Child,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        loop {
+            match lines.next() {
+                Some(line) => {
+                    if line?.starts_with("rkube server listening on ") {
+                        break;
+                    }
+                }
+                None => anyhow::bail!("rkube server exited during start-up"),
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(ServerProcess { child, kubeconfig: dir.join("kubeconfig") })
+    }
+
+    /// A client with its own connection.
+    async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn configmap(name: String) -> ConfigMap {
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(name);
+    cm.data = Some(BTreeMap::from([("config".to_owned(), "x".repeat(512))]));
+    cm
+}
+
+async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_owned());
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+async fn creates(client: &kube::Client, phase: Duration) -> anyhow::Result<(f64, f64, f64)> {
+    namespace(client, "bench-creates").await?;
+    let deadline = Instant::now() + phase;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-creates");
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    api.create(&PostParams::default(), &configmap(format!("c{c}-{}", latencies.len()))).await?;
+                    latencies.push(t.elapsed());
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    Ok((rate, percentile_ms(&all, 50.0), percentile_ms(&all, 99.0)))
+}
+
+async fn list_10k(client: &kube::Client) -> anyhow::Result<f64> {
+    namespace(client, "bench-list").await?;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-list");
+            tokio::spawn(async move {
+                for i in (c..LIST_OBJECTS).step_by(CLIENTS) {
+                    api.create(&PostParams::default(), &configmap(format!("l{i:05}"))).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-list");
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let list = api.list(&ListParams::default()).await?;
+        anyhow::ensure!(list.items.len() == LIST_OBJECTS, "listed {} objects", list.items.len());
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(percentile_ms(&times, 50.0))
+}
+
+/// Opens `watchers` watches, then writes one object at a time; every watcher notes when each
+/// event arrives. Returns the p50 and p99 delay over all (watcher, event) pairs.
+async fn fanout(server: &ServerProcess, watchers: usize) -> anyhow::Result<(f64, f64)> {
+    let client = server.client().await?;
+    namespace(&client, "bench-watch").await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-watch");
+    let version = api.list(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers.max(1));
+    let mut handles = Vec::new();
+    let mut connection = client.clone();
+    for w in 0..watchers {
+        if w % WATCHERS_PER_CONNECTION == 0 {
+            connection = server.client().await?;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(connection.clone(), "bench-watch");
+        let (version, ready) = (version.clone(), ready_tx.clone());
+        handles.push(tokio::spawn(async move {
+            let mut stream = api.watch(&WatchParams::default().timeout(120), &version).await?.boxed();
+            ready.send(()).await.ok();
+            let mut arrivals = Vec::with_capacity(FANOUT_WRITES);
+            while arrivals.len() < FANOUT_WRITES {
+                match stream.next().await {
+                    Some(Ok(WatchEvent::Added(_))) => arrivals.push(Instant::now()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => anyhow::bail!("a watch ended early"),
+                }
+            }
+            anyhow::Ok(arrivals)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..watchers {
+        ready_rx.recv().await;
+    }
+    let mut sent = Vec::with_capacity(FANOUT_WRITES);
+    for i in 0..FANOUT_WRITES {
+        sent.push(Instant::now());
+        api.create(&PostParams::default(), &configmap(format!("w{i}"))).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut delays = Vec::with_capacity(watchers * FANOUT_WRITES);
+    for handle in handles {
+        for (arrival, sent) in handle.await??.into_iter().zip(&sent) {
+            delays.push(arrival.saturating_duration_since(*sent));
+        }
+    }
+    delays.sort();
+    Ok((percentile_ms(&delays, 50.0), percentile_ms(&delays, 99.0)))
+}
