@@ -137,6 +137,8 @@ pub fn router(state: State) -> Router {
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
         .route("/version", get(version))
+        // The Python client asks with a trailing slash; upstream answers both.
+        .route("/version/", get(version))
         .route("/api", get(api_versions))
         .route("/api/v1", get(api_resources))
         .route("/apis", get(api_groups))

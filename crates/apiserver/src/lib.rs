@@ -212,7 +212,7 @@ async fn authenticate(
             request.extensions_mut().insert(user);
             next.run(request).await
         }
-        None if matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version") => {
+        None if matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version" | "/version/") => {
             next.run(request).await
         }
         None => ApiError::Unauthorized.into_response(),
