@@ -150,6 +150,8 @@ pub fn router(state: State) -> Router {
             get(ns_object_get).put(ns_object_put).patch(ns_object_patch).delete(ns_object_delete),
         )
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
+        // read_body enforces upstream's limit itself, answering with a Status.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -389,13 +391,39 @@ fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
     }
 }
 
+/// Upstream's limit on a request body.
+pub const MAX_BODY_BYTES: usize = 3 << 20;
+
+/// How much of an oversized body is read and dropped before answering 413. Answering before the
+/// client has sent it all makes HTTP/2 reset the stream, and some clients (curl) then lose the
+/// answer.
+const DRAIN_BYTES: usize = 16 << 20;
+
+async fn read_body(request: axum::extract::Request) -> Result<Bytes, ApiError> {
+    let mut chunks = request.into_body().into_data_stream();
+    let (mut body, mut total) = (bytes::BytesMut::new(), 0usize);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        total += chunk.len();
+        if total <= MAX_BODY_BYTES {
+            body.extend_from_slice(&chunk);
+        } else if total > DRAIN_BYTES {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::TooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes")));
+    }
+    Ok(body.freeze())
+}
+
 /// A request body with its content type.
 pub struct JsonBody(Bytes);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -409,10 +437,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
                 "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
             )));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-        Ok(JsonBody(bytes))
+        Ok(JsonBody(read_body(request).await?))
     }
 }
 
@@ -425,7 +450,7 @@ pub enum PatchBody {
 impl<S: Send + Sync> axum::extract::FromRequest<S> for PatchBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
         let media = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -436,9 +461,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for PatchBody {
             .unwrap_or("")
             .trim()
             .to_owned();
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let bytes = read_body(request).await?;
         let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("the patch is not valid: {e}"));
         match media.as_str() {
             "application/json-patch+json" => Ok(PatchBody::Json(serde_json::from_slice(&bytes).map_err(invalid)?)),

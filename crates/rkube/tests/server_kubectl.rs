@@ -118,6 +118,38 @@ fn bad_requests_get_upstream_errors() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
+    // As the admin, with curl: bodies a client got wrong get a Status with upstream's code.
+    let pki = dir.path().join("pki");
+    let post = |body: &Path, http1: bool| {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "-H", "Content-Type: application/json"])
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{}/api/v1/namespaces/default/configmaps", server.url));
+        if http1 {
+            curl.arg("--http1.1");
+        }
+        String::from_utf8(curl.output().unwrap().stdout).unwrap()
+    };
+    let file = |name: &str, content: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let huge =
+        file("huge.json", format!(r#"{{"metadata":{{"name":"huge"}},"data":{{"k":"{}"}}}}"#, "x".repeat(4 << 20)));
+    assert_eq!(post(&huge, false), "413", "over 3 MiB, HTTP/2");
+    assert_eq!(post(&huge, true), "413", "over 3 MiB, HTTP/1.1");
+    let big = file("big.json", format!(r#"{{"metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#, "x".repeat(2 << 20)));
+    assert_eq!(post(&big, false), "413", "over the store's 1.5 MiB value limit");
+    assert_eq!(post(&file("torn.json", r#"{"metadata":"#.into()), false), "400");
+    assert_eq!(post(&file("kind.json", r#"{"kind":"Secret","metadata":{"name":"a"}}"#.into()), false), "400");
+    assert_eq!(post(&file("type.json", r#"{"metadata":{"name":"a"},"data":{"k":5}}"#.into()), false), "400");
+
     assert_eq!(curl("/readyz"), "200", "health needs no credentials");
     assert_eq!(curl("/version"), "200");
     assert_eq!(curl("/api/v1/configmaps"), "401");
