@@ -50,6 +50,8 @@ struct Kind {
     name_rule: NameRule,
     /// Fields upstream defaults on create.
     defaults: fn(&mut Value),
+    /// Rewrites every incoming object (create, update, patch) as upstream stores it.
+    prepare: fn(&mut Value),
     /// `kubectl get` columns between NAME and AGE, as upstream's printers.
     columns: &'static [Column],
 }
@@ -79,6 +81,7 @@ const KINDS: &[Kind] = &[
             object["spec"]["finalizers"] = json!(["kubernetes"]);
             object["status"]["phase"] = json!("Active");
         },
+        prepare: |_| {},
         columns: &[Column {
             name: "Status",
             kind: "string",
@@ -97,6 +100,7 @@ const KINDS: &[Kind] = &[
         normalize: typed::<k8s_openapi::api::core::v1::ConfigMap>,
         name_rule: NameRule::Dns1123Subdomain,
         defaults: |_| {},
+        prepare: |_| {},
         columns: &[Column {
             name: "Data",
             kind: "integer",
@@ -107,7 +111,66 @@ const KINDS: &[Kind] = &[
             },
         }],
     },
+    Kind {
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        list_kind: "SecretList",
+        namespaced: true,
+        short_names: &[],
+        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        normalize: typed::<k8s_openapi::api::core::v1::Secret>,
+        name_rule: NameRule::Dns1123Subdomain,
+        defaults: |object| {
+            if object["type"].as_str().is_none_or(str::is_empty) {
+                object["type"] = json!("Opaque");
+            }
+        },
+        prepare: fold_string_data,
+        columns: &[
+            Column { name: "Type", kind: "string", description: "The type of the secret", cell: |o| o["type"].clone() },
+            Column {
+                name: "Data",
+                kind: "string",
+                description: "Number of data entries",
+                cell: |o| json!(o["data"].as_object().map_or(0, |m| m.len()).to_string()),
+            },
+        ],
+    },
+    Kind {
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        list_kind: "ServiceAccountList",
+        namespaced: true,
+        short_names: &["sa"],
+        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        normalize: typed::<k8s_openapi::api::core::v1::ServiceAccount>,
+        name_rule: NameRule::Dns1123Subdomain,
+        defaults: |_| {},
+        prepare: |_| {},
+        columns: &[Column {
+            name: "Secrets",
+            kind: "integer",
+            description: "Number of secrets referenced by the service account",
+            cell: |o| json!(o["secrets"].as_array().map_or(0, |s| s.len())),
+        }],
+    },
 ];
+
+/// A Secret's write-only `stringData` is stored base64-encoded in `data`, where its keys win.
+fn fold_string_data(object: &mut Value) {
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
 
 fn kind(plural: &str) -> Result<&'static Kind, ApiError> {
     KINDS
@@ -498,6 +561,7 @@ fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("the object is not a valid {}: {e}", kind.kind)))?;
     normalized["apiVersion"] = json!("v1");
     normalized["kind"] = json!(kind.kind);
+    (kind.prepare)(&mut normalized);
     Ok(normalized)
 }
 
@@ -694,6 +758,7 @@ async fn patch_object(
             .map_err(|e| ApiError::BadRequest(format!("the patched object is not a valid {}: {e}", kind.kind)))?;
         patched["apiVersion"] = json!("v1");
         patched["kind"] = json!(kind.kind);
+        (kind.prepare)(&mut patched);
         keep_immutable(&mut patched, &current, namespace)?;
         match store.update(&key, encode(&patched)?, expected).await {
             Ok(kv) => return with_revision(&kv),

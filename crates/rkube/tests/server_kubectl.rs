@@ -271,3 +271,36 @@ fn get_prints_upstream_columns() {
         assert_eq!(all[1][4], "tier=front");
     }
 }
+
+#[test]
+fn secrets_fold_string_data_and_service_accounts_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let manifest = dir.path().join("secret.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  user: admin\ndata:\n  pass: c2VjcmV0\n\
+         ---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: robot\n",
+    )
+    .unwrap();
+    for kubectl in KUBECTLS {
+        server.ok(kubectl, &["create", "--validate=false", "-f", manifest.to_str().unwrap()]);
+        // stringData is write-only: stored base64-encoded in data, never read back.
+        let secret: serde_json::Value =
+            serde_json::from_str(&server.ok(kubectl, &["get", "secret", "creds", "-o", "json"])).unwrap();
+        assert_eq!(secret["type"], "Opaque");
+        assert_eq!(secret["data"], serde_json::json!({"user": "YWRtaW4=", "pass": "c2VjcmV0"}));
+        assert!(secret.get("stringData").is_none());
+        let row: Vec<String> = server
+            .ok(kubectl, &["get", "secret", "creds", "--no-headers"])
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(row[..3], ["creds", "Opaque", "2"]);
+        server.ok(kubectl, &["patch", "secret", "creds", "--type=merge", "-p", r#"{"stringData":{"user":"root"}}"#]);
+        assert_eq!(server.ok(kubectl, &["get", "secret", "creds", "-o", "jsonpath={.data.user}"]), "cm9vdA==");
+        let sa = server.ok(kubectl, &["get", "sa", "robot", "--no-headers"]);
+        assert_eq!(sa.split_whitespace().take(2).collect::<Vec<_>>(), ["robot", "0"]);
+        server.ok(kubectl, &["delete", "-f", manifest.to_str().unwrap()]);
+    }
+}
