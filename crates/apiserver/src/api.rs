@@ -213,6 +213,11 @@ pub fn router(state: State) -> Router {
             get(ns_object_get).put(ns_object_put).patch(ns_object_patch).delete(ns_object_delete),
         )
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(format!(
+                "the server does not allow this method on the requested resource ({method})"
+            ))
+        })
         // read_body enforces upstream's limit itself, answering with a Status.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
