@@ -186,7 +186,7 @@ pub async fn ensure_system_namespaces(store: &Store) -> Result<(), crate::Error>
     let namespaces = kind("namespaces").expect("namespaces is served");
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match create_object(store, namespaces, None, object).await {
+        match create_object(store, namespaces, None, object, false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(crate::Error::Pki(format!("cannot create namespace {name}: {:?}", e.status()))),
         }
@@ -288,7 +288,7 @@ struct ListParams {
 async fn collection_get(
     AxumState(state): AxumState<State>,
     Path(resource): Path<String>,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     read_collection(&state, kind(&resource)?, None, params, table::requested(&headers)).await
@@ -297,7 +297,7 @@ async fn collection_get(
 async fn ns_collection_get(
     AxumState(state): AxumState<State>,
     Path((namespace, resource)): Path<(String, String)>,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let kind = namespaced(&resource)?;
@@ -307,30 +307,33 @@ async fn ns_collection_get(
 async fn collection_post(
     AxumState(state): AxumState<State>,
     Path(resource): Path<String>,
+    Params(write): Params<WriteParams>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let kind = kind(&resource)?;
     if kind.namespaced {
         return Err(ApiError::MethodNotAllowed(format!("{} must be created in a namespace", kind.plural)));
     }
-    let created = create_object(&state.store, kind, None, decode(kind, &body)?).await?;
+    let created = create_object(&state.store, kind, None, decode(kind, &body)?, write.dry_run()?).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
 async fn ns_collection_post(
     AxumState(state): AxumState<State>,
     Path((namespace, resource)): Path<(String, String)>,
+    Params(write): Params<WriteParams>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let kind = namespaced(&resource)?;
-    let created = create_object(&state.store, kind, Some(&namespace), decode(kind, &body)?).await?;
+    let object = decode(kind, &body)?;
+    let created = create_object(&state.store, kind, Some(&namespace), object, write.dry_run()?).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
 async fn object_get(
     AxumState(state): AxumState<State>,
     Path((resource, name)): Path<(String, String)>,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = cluster_scoped(&resource)?;
@@ -356,7 +359,7 @@ fn as_table_if(kind: &Kind, object: Value, params: &ListParams, headers: &Header
 async fn ns_object_get(
     AxumState(state): AxumState<State>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = namespaced(&resource)?;
@@ -367,37 +370,42 @@ async fn ns_object_get(
 async fn object_put(
     AxumState(state): AxumState<State>,
     Path((resource, name)): Path<(String, String)>,
+    Params(write): Params<WriteParams>,
     JsonBody(body): JsonBody,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = cluster_scoped(&resource)?;
-    update_object(&state.store, kind, None, &name, decode(kind, &body)?).await.map(axum::Json)
+    update_object(&state.store, kind, None, &name, decode(kind, &body)?, write.dry_run()?).await.map(axum::Json)
 }
 
 async fn ns_object_put(
     AxumState(state): AxumState<State>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
+    Params(write): Params<WriteParams>,
     JsonBody(body): JsonBody,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = namespaced(&resource)?;
-    update_object(&state.store, kind, Some(&namespace), &name, decode(kind, &body)?).await.map(axum::Json)
+    let object = decode(kind, &body)?;
+    update_object(&state.store, kind, Some(&namespace), &name, object, write.dry_run()?).await.map(axum::Json)
 }
 
 async fn object_patch(
     AxumState(state): AxumState<State>,
     Path((resource, name)): Path<(String, String)>,
+    Params(write): Params<WriteParams>,
     patch: PatchBody,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = cluster_scoped(&resource)?;
-    patch_object(&state.store, kind, None, &name, patch).await.map(axum::Json)
+    patch_object(&state.store, kind, None, &name, patch, write.dry_run()?).await.map(axum::Json)
 }
 
 async fn ns_object_patch(
     AxumState(state): AxumState<State>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
+    Params(write): Params<WriteParams>,
     patch: PatchBody,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = namespaced(&resource)?;
-    patch_object(&state.store, kind, Some(&namespace), &name, patch).await.map(axum::Json)
+    patch_object(&state.store, kind, Some(&namespace), &name, patch, write.dry_run()?).await.map(axum::Json)
 }
 
 async fn object_delete(
@@ -413,13 +421,28 @@ async fn object_delete(
 async fn ns_object_delete(
     AxumState(state): AxumState<State>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
+    Params(write): Params<WriteParams>,
     JsonBody(body): JsonBody,
 ) -> Result<axum::Json<Value>, ApiError> {
     let kind = namespaced(&resource)?;
-    let expected = delete_precondition(&body)?;
+    let (expected, dry_run_body) = delete_options(&body)?;
     let key = object_key(kind, Some(&namespace), &name);
-    let deleted = state.store.delete(&key, expected).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))?;
-    let object: Value = serde_json::from_slice(&deleted.prev.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let to_store = |e| ApiError::from_store(e, kind.plural, &name);
+    let deleted = if write.dry_run()? || dry_run_body {
+        let current = state
+            .store
+            .get(&key, None)
+            .await
+            .map_err(to_store)?
+            .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.clone() })?;
+        if expected.is_some_and(|rv| rv != current.mod_revision) {
+            return Err(ApiError::Conflict { resource: kind.plural, name: name.clone() });
+        }
+        current.value
+    } else {
+        state.store.delete(&key, expected).await.map_err(to_store)?.prev.value
+    };
+    let object: Value = serde_json::from_slice(&deleted).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(axum::Json(json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -456,6 +479,40 @@ fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) => format!("/registry/{}/{ns}/", kind.plural),
         None => format!("/registry/{}/", kind.plural),
+    }
+}
+
+/// Query parameters; a malformed one is a 400 Status, not axum's plain text.
+pub struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| Params(params))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// The parameters of a write.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WriteParams {
+    dry_run: Option<String>,
+}
+
+impl WriteParams {
+    /// `dryRun=All` validates a write and answers as if it happened, without storing it.
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => {
+                Err(ApiError::BadRequest(format!("unsupported dryRun value {other:?}: only All is supported")))
+            }
+        }
     }
 }
 
@@ -629,6 +686,7 @@ async fn create_object(
     kind: &Kind,
     namespace: Option<&str>,
     mut object: Value,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     let meta = &mut object["metadata"];
     if !meta.is_object() {
@@ -672,7 +730,16 @@ async fn create_object(
     meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
     meta["creationTimestamp"] = json!(now_rfc3339());
     (kind.defaults)(&mut object);
+    if namespace.is_none() {
+        object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+    }
     let key = object_key(kind, namespace, &name);
+    if dry_run {
+        return match store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))? {
+            Some(_) => Err(ApiError::AlreadyExists { resource: kind.plural, name }),
+            None => Ok(object),
+        };
+    }
     let kv = store.create(&key, encode(&object)?).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))?;
     with_revision(&kv)
 }
@@ -691,6 +758,7 @@ async fn update_object(
     namespace: Option<&str>,
     name: &str,
     mut object: Value,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     if object["metadata"]["name"].as_str() != Some(name) {
         return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
@@ -701,17 +769,21 @@ async fn update_object(
         .await
         .map_err(|e| ApiError::from_store(e, kind.plural, name))?
         .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.to_owned() })?;
+    if let (Some(ns), Some(found)) = (namespace, object["metadata"]["namespace"].as_str()) {
+        if !found.is_empty() && found != ns {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+    }
     let expected = match object["metadata"]["resourceVersion"].as_str() {
         // No resourceVersion: an unconditional update, which upstream allows for these kinds.
-        None | Some("") => current.mod_revision,
+        None | Some("") | Some("0") => current.mod_revision,
         Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
     };
-    let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    for field in ["uid", "creationTimestamp", "namespace"] {
-        object["metadata"][field] = stored["metadata"][field].clone();
-    }
-    if namespace.is_none() {
-        object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+    keep_immutable(kind, &mut object, &current, namespace)?;
+    if dry_run {
+        return with_revision(&KeyValue { value: encode(&object)?, ..current });
     }
     let kv =
         store.update(&key, encode(&object)?, expected).await.map_err(|e| ApiError::from_store(e, kind.plural, name))?;
@@ -727,6 +799,7 @@ async fn patch_object(
     namespace: Option<&str>,
     name: &str,
     patch: PatchBody,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     let key = object_key(kind, namespace, name);
     let invalid = |message: String| ApiError::Invalid {
@@ -764,7 +837,10 @@ async fn patch_object(
         patched["apiVersion"] = json!("v1");
         patched["kind"] = json!(kind.kind);
         (kind.prepare)(&mut patched);
-        keep_immutable(&mut patched, &current, namespace)?;
+        keep_immutable(kind, &mut patched, &current, namespace)?;
+        if dry_run {
+            return with_revision(&KeyValue { value: encode(&patched)?, ..current });
+        }
         match store.update(&key, encode(&patched)?, expected).await {
             Ok(kv) => return with_revision(&kv),
             Err(rkube_store::StoreError::Conflict { .. }) if pinned.is_none() => continue,
@@ -774,11 +850,22 @@ async fn patch_object(
     Err(ApiError::Conflict { resource: kind.plural, name: name.to_owned() })
 }
 
-/// Carries the fields a client may not change over from the stored object.
-fn keep_immutable(object: &mut Value, current: &KeyValue, namespace: Option<&str>) -> Result<(), ApiError> {
+/// Carries the fields a client may not change over from the stored object, and defaults what
+/// the client left out, as upstream's update strategies do.
+fn keep_immutable(
+    kind: &Kind,
+    object: &mut Value,
+    current: &KeyValue,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
     let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    (kind.defaults)(object);
     for field in ["uid", "creationTimestamp", "namespace"] {
         object["metadata"][field] = stored["metadata"][field].clone();
+    }
+    // Status is written through the status subresource only.
+    if stored.get("status").is_some() {
+        object["status"] = stored["status"].clone();
     }
     if namespace.is_none() {
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
@@ -786,16 +873,24 @@ fn keep_immutable(object: &mut Value, current: &KeyValue, namespace: Option<&str
     Ok(())
 }
 
-fn delete_precondition(body: &[u8]) -> Result<Option<i64>, ApiError> {
+/// A DELETE body's DeleteOptions: the resourceVersion precondition, and whether `dryRun`
+/// (which kubectl sends here rather than in the query) asks for a dry run.
+fn delete_options(body: &[u8]) -> Result<(Option<i64>, bool), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((None, false));
     }
     let options: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
-    match options["preconditions"]["resourceVersion"].as_str() {
-        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}"))),
-        None => Ok(None),
-    }
+    let expected = match options["preconditions"]["resourceVersion"].as_str() {
+        Some(rv) => Some(rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?),
+        None => None,
+    };
+    let dry_run = match &options["dryRun"] {
+        Value::Null => false,
+        Value::Array(values) if values.iter().all(|v| v == "All") => !values.is_empty(),
+        other => return Err(ApiError::BadRequest(format!("unsupported dryRun value {other}: only All is supported"))),
+    };
+    Ok((expected, dry_run))
 }
 
 /// The selectors this slice understands: `metadata.name=` and `metadata.namespace=`.
@@ -873,6 +968,9 @@ async fn read_collection(
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (revision, after) = decode_continue(token)?;
+        if !after.starts_with(&options.prefix) {
+            return Err(ApiError::BadRequest("the continue token was issued for another collection".into()));
+        }
         options.revision = Some(revision);
         options.after = Some(after);
     }
@@ -952,15 +1050,36 @@ async fn watch_collection(
         }
         page.revision + 1
     } else {
-        from + 1
+        from.checked_add(1).ok_or_else(|| ApiError::BadRequest(format!("invalid resourceVersion {from}")))?
     };
     let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
-    let watch = state
+    let opened = state
         .store
-        .watch(WatchOptions { prefix, start_revision, progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL) })
-        .await
-        .map_err(|e| ApiError::from_store(e, kind.plural, ""))?;
-    let timeout = params.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_WATCH_TIMEOUT);
+        .watch(WatchOptions {
+            prefix: prefix.clone(),
+            start_revision,
+            progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
+        })
+        .await;
+    let watch = match opened {
+        Ok(watch) => watch,
+        // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event, as
+        // upstream answers, so clients relist.
+        Err(e @ rkube_store::StoreError::Compacted { .. }) => {
+            let event = json!({"type": "ERROR", "object": ApiError::from_store(e, kind.plural, "").status()});
+            return Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!("{event}\n")))
+                .expect("static response parts"));
+        }
+        Err(e) => return Err(ApiError::from_store(e, kind.plural, "")),
+    };
+    // 0 means the default, as upstream; a day at most keeps the deadline representable.
+    let timeout = params
+        .timeout_seconds
+        .filter(|&t| t > 0)
+        .map(|t| Duration::from_secs(t.min(86_400)))
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
 
     let live = watch.filter_map(move |event| {
@@ -969,8 +1088,12 @@ async fn watch_collection(
                 // An object entering the selection is ADDED, one leaving it DELETED (its old
                 // state at the new resourceVersion), as upstream's watch cache reports them.
                 let now = with_revision(&kv).ok().filter(|o| selector.matches(o));
-                let before =
-                    prev.and_then(|p| serde_json::from_slice::<Value>(&p.value).ok()).filter(|o| selector.matches(o));
+                let before = match prev {
+                    Some(p) => serde_json::from_slice::<Value>(&p.value).ok().filter(|o| selector.matches(o)),
+                    // History compacted away: only the version tells a create from an update.
+                    None if kv.version > 1 => now.clone(),
+                    None => None,
+                };
                 match (before, now) {
                     (None, Some(object)) => Some(json!({"type": "ADDED", "object": object})),
                     (Some(_), Some(object)) => Some(json!({"type": "MODIFIED", "object": object})),
@@ -986,7 +1109,23 @@ async fn watch_collection(
                 object["metadata"]["resourceVersion"] = json!(revision.to_string());
                 selector.matches(&object).then(|| json!({"type": "DELETED", "object": object}))
             }
-            Ok(WatchEvent::Delete { prev: None, .. }) => None,
+            // The deleted value was compacted away: name the object from its key, so clients
+            // still drop it.
+            Ok(WatchEvent::Delete { key, revision, prev: None }) => {
+                let mut parts = key.strip_prefix(&prefix).unwrap_or_default().splitn(2, '/');
+                let (first, second) = (parts.next().unwrap_or_default(), parts.next());
+                let (namespace, name) = match second {
+                    Some(name) => (Some(first), name),
+                    None => (None, first),
+                };
+                let mut metadata = json!({"name": name, "resourceVersion": revision.to_string()});
+                if let Some(ns) = namespace.filter(|_| kind.namespaced) {
+                    metadata["namespace"] = json!(ns);
+                }
+                Some(
+                    json!({"type": "DELETED", "object": {"kind": kind.kind, "apiVersion": "v1", "metadata": metadata}}),
+                )
+            }
             Ok(WatchEvent::Progress { revision }) => bookmarks.then(|| {
                 json!({"type": "BOOKMARK", "object": {
                     "kind": kind.kind, "apiVersion": "v1", "metadata": {"resourceVersion": revision.to_string()}

@@ -124,6 +124,8 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
     Ok(config)
 }
 
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until dropped; each connection is its own task, ended with the server.
 async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
     let mut connections = JoinSet::new();
@@ -138,7 +140,8 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
         while connections.try_join_next().is_some() {}
         let (acceptor, router) = (acceptor.clone(), router.clone());
         connections.spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            // A client that never finishes its handshake does not hold a task for long.
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else { return };
             let peer =
                 tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|der| user_from_cert(der));
             let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
@@ -147,9 +150,11 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
                 }
                 router.clone().call(request)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // With a timer, HTTP/1 enforces its header-read timeout on slow clients.
+            builder.http1().timer(hyper_util::rt::TokioTimer::new());
+            builder.http2().timer(hyper_util::rt::TokioTimer::new());
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -183,10 +188,13 @@ impl Tokens {
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         let mut tokens = std::collections::HashMap::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let mut fields = line.splitn(4, ',');
+            let mut fields = line.splitn(4, ',').map(str::trim);
             let (Some(token), Some(user), Some(_uid)) = (fields.next(), fields.next(), fields.next()) else {
                 return Err(fail(format!("line {}: expected token,user,uid[,\"groups\"]", n + 1)));
             };
+            if token.is_empty() || user.is_empty() {
+                return Err(fail(format!("line {}: the token and the user must not be empty", n + 1)));
+            }
             let groups = fields
                 .next()
                 .map(|g| g.trim_matches('"').split(',').map(str::to_owned).filter(|g| !g.is_empty()).collect())
@@ -205,7 +213,11 @@ async fn authenticate(
 ) -> Response {
     let user = request.extensions().get::<CertUser>().map(|c| c.0.clone()).or_else(|| {
         let header = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-        tokens.0.get(header.strip_prefix("Bearer ")?.trim()).cloned()
+        let (scheme, token) = header.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return None;
+        }
+        tokens.0.get(token.trim()).cloned()
     });
     match user {
         Some(user) => {
@@ -216,5 +228,25 @@ async fn authenticate(
             next.run(request).await
         }
         None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_parse_as_upstream_token_auth_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.csv");
+        std::fs::write(&path, "abc, alice ,1,\"dev,ops\"\n\nxyz,bob,2\n").unwrap();
+        let tokens = Tokens::load(&path).unwrap();
+        assert_eq!(tokens.0["abc"], User { name: "alice".into(), groups: vec!["dev".into(), "ops".into()] });
+        assert_eq!(tokens.0["xyz"].groups, Vec::<String>::new());
+        for bad in [",alice,1\n", "abc,,1\n", "abc,alice\n"] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Tokens::load(&path).err().expect("refused");
+            assert!(err.to_string().contains("line 1"), "{bad:?}: {err}");
+        }
     }
 }

@@ -35,6 +35,8 @@ pub enum ApiError {
     Gone(String),
     TooLarge(String),
     UnsupportedMediaType(String),
+    /// A resourceVersion the store has not reached.
+    Timeout(String),
     Internal(String),
 }
 
@@ -48,8 +50,8 @@ impl ApiError {
             StoreError::Compacted { requested, compacted } => {
                 ApiError::Gone(format!("too old resource version: {requested} ({compacted})"))
             }
-            StoreError::FutureRevision { requested, .. } => {
-                ApiError::Internal(format!("Too large resource version: {requested}"))
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::Timeout(format!("Too large resource version: {requested}, current: {current}"))
             }
             StoreError::ValueTooLarge { .. } => ApiError::TooLarge("request entity too large".into()),
             StoreError::InvalidKey { .. } | StoreError::InvalidRevision(_) | StoreError::InvalidArgument(_) => {
@@ -108,6 +110,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(m) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", m.clone(), json!(null))
             }
+            ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, "Timeout", m.clone(), json!(null)),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m.clone(), json!(null)),
         }
     }

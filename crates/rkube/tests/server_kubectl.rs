@@ -304,3 +304,49 @@ fn secrets_fold_string_data_and_service_accounts_list() {
         server.ok(kubectl, &["delete", "-f", manifest.to_str().unwrap()]);
     }
 }
+
+#[test]
+fn dry_runs_and_hostile_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let manifest = write_manifest(dir.path(), "dry", "v");
+    let out = server.ok(kubectl, &["create", "--dry-run=server", "--validate=false", "-f", &manifest]);
+    assert_eq!(out, "configmap/dry created (server dry run)\n");
+    assert!(server.fails(kubectl, &["get", "cm", "dry"]).contains("not found"), "a dry run stores nothing");
+    server.ok(kubectl, &["create", "--validate=false", "-f", &manifest]);
+    server.ok(kubectl, &["delete", "cm", "dry", "--dry-run=server"]);
+    server.ok(kubectl, &["get", "cm", "dry"]);
+
+    let pki = dir.path().join("pki");
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "2", "-w", "\n%{http_code}"])
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .arg(format!("{}{path}", server.url))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (body.to_owned(), code.to_owned())
+    };
+    let collection = "/api/v1/namespaces/default/configmaps";
+    // Values that would overflow a deadline or a revision are refused or clamped, never a crash.
+    assert_eq!(get(&format!("{collection}?watch=1&timeoutSeconds=18446744073709551615")).1, "200");
+    assert_eq!(get(&format!("{collection}?watch=1&resourceVersion=9223372036854775807")).1, "400");
+    let (body, code) = get(&format!("{collection}?limit=many"));
+    assert_eq!(code, "400");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["kind"], "Status");
+    // A continue token belongs to the collection it came from.
+    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "second", "v")]);
+    let (page, _) = get(&format!("{collection}?limit=1"));
+    let token =
+        serde_json::from_str::<serde_json::Value>(&page).unwrap()["metadata"]["continue"].as_str().unwrap().to_owned();
+    assert_eq!(get(&format!("{collection}?limit=1&continue={token}")).1, "200");
+    assert_eq!(get(&format!("/api/v1/namespaces/default/secrets?limit=1&continue={token}")).1, "400");
+    // The server is still there.
+    server.ok(kubectl, &["get", "cm", "dry"]);
+}
