@@ -52,6 +52,8 @@ struct Kind {
     defaults: fn(&mut Value),
     /// Rewrites every incoming object (create, update, patch) as upstream stores it.
     prepare: fn(&mut Value),
+    /// Upstream's update validation: (field, message) for each change it forbids.
+    check_update: fn(old: &Value, new: &Value) -> Vec<(String, String)>,
     /// `kubectl get` columns between NAME and AGE, as upstream's printers.
     columns: &'static [Column],
 }
@@ -82,6 +84,7 @@ const KINDS: &[Kind] = &[
             object["status"]["phase"] = json!("Active");
         },
         prepare: |_| {},
+        check_update: |_, _| Vec::new(),
         columns: &[Column {
             name: "Status",
             kind: "string",
@@ -101,6 +104,7 @@ const KINDS: &[Kind] = &[
         name_rule: NameRule::Dns1123Subdomain,
         defaults: |_| {},
         prepare: |_| {},
+        check_update: frozen_data,
         columns: &[Column {
             name: "Data",
             kind: "integer",
@@ -127,6 +131,13 @@ const KINDS: &[Kind] = &[
             }
         },
         prepare: fold_string_data,
+        check_update: |old, new| {
+            let mut causes = frozen_data(old, new);
+            if old["type"] != new["type"] {
+                causes.push(("type".into(), format!("Invalid value: {}: field is immutable", new["type"])));
+            }
+            causes
+        },
         columns: &[
             Column { name: "Type", kind: "string", description: "The type of the secret", cell: |o| o["type"].clone() },
             Column {
@@ -149,6 +160,7 @@ const KINDS: &[Kind] = &[
         name_rule: NameRule::Dns1123Subdomain,
         defaults: |_| {},
         prepare: |_| {},
+        check_update: |_, _| Vec::new(),
         columns: &[Column {
             name: "Secrets",
             kind: "integer",
@@ -157,6 +169,24 @@ const KINDS: &[Kind] = &[
         }],
     },
 ];
+
+/// A ConfigMap or Secret marked `immutable: true` keeps its data, and stays immutable.
+fn frozen_data(old: &Value, new: &Value) -> Vec<(String, String)> {
+    if old["immutable"] != json!(true) {
+        return Vec::new();
+    }
+    const FROZEN: &str = "Forbidden: field is immutable when `immutable` is set";
+    let mut causes = Vec::new();
+    if new["immutable"] != json!(true) {
+        causes.push(("immutable".into(), FROZEN.into()));
+    }
+    for field in ["data", "binaryData"] {
+        if old[field] != new[field] {
+            causes.push((field.into(), FROZEN.into()));
+        }
+    }
+    causes
+}
 
 /// A Secret's write-only `stringData` is stored base64-encoded in `data`, where its keys win.
 fn fold_string_data(object: &mut Value) {
@@ -867,6 +897,11 @@ fn keep_immutable(
     if stored.get("status").is_some() {
         object["status"] = stored["status"].clone();
     }
+    let causes = (kind.check_update)(&stored, object);
+    if !causes.is_empty() {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        return Err(ApiError::Invalid { kind: kind.kind, name, causes });
+    }
     if namespace.is_none() {
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
@@ -1183,6 +1218,17 @@ mod tests {
         let name = generated_name("web-");
         assert!(name.starts_with("web-") && name.len() == 9, "{name}");
         assert!(check_name(NameRule::Dns1123Subdomain, &name).is_none());
+    }
+
+    #[test]
+    fn immutable_data_stays_put() {
+        let frozen = json!({"immutable": true, "data": {"k": "v"}});
+        assert!(frozen_data(&frozen, &frozen).is_empty(), "metadata-only changes pass");
+        let changed = json!({"immutable": true, "data": {"k": "other"}});
+        assert_eq!(frozen_data(&frozen, &changed)[0].0, "data");
+        let thawed = json!({"data": {"k": "v"}});
+        assert_eq!(frozen_data(&frozen, &thawed)[0].0, "immutable");
+        assert!(frozen_data(&thawed, &changed).is_empty(), "a mutable object may change and freeze");
     }
 
     #[test]

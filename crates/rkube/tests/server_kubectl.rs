@@ -301,6 +301,14 @@ fn secrets_fold_string_data_and_service_accounts_list() {
         assert_eq!(server.ok(kubectl, &["get", "secret", "creds", "-o", "jsonpath={.data.user}"]), "cm9vdA==");
         let sa = server.ok(kubectl, &["get", "sa", "robot", "--no-headers"]);
         assert_eq!(sa.split_whitespace().take(2).collect::<Vec<_>>(), ["robot", "0"]);
+        // A Secret's type never changes; frozen data stays frozen, though metadata may change.
+        let stderr = server.fails(kubectl, &["patch", "secret", "creds", "--type=merge", "-p", r#"{"type":"Other"}"#]);
+        assert!(stderr.contains("type: Invalid value") && stderr.contains("field is immutable"), "{stderr}");
+        server.ok(kubectl, &["patch", "secret", "creds", "--type=merge", "-p", r#"{"immutable":true}"#]);
+        let stderr = server
+            .fails(kubectl, &["patch", "secret", "creds", "--type=merge", "-p", r#"{"stringData":{"user":"x"}}"#]);
+        assert!(stderr.contains("data: Forbidden: field is immutable when `immutable` is set"), "{stderr}");
+        server.ok(kubectl, &["label", "secret", "creds", "frozen=yes"]);
         server.ok(kubectl, &["delete", "-f", manifest.to_str().unwrap()]);
     }
 }
