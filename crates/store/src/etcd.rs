@@ -149,11 +149,17 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> 
     header.map(|h| h.revision()).ok_or_else(|| StoreError::Etcd("response without a header".into()))
 }
 
-/// The value read by a transaction's else-branch `get`.
-fn current_from(responses: &[TxnOpResponse]) -> Result<Option<KeyValue>> {
-    match responses.first() {
+/// Why a conditional write's transaction failed, from its else-branch `get`: the key is gone,
+/// or it holds another revision (returned, so the caller need not read it again).
+fn rejected(responses: &[TxnOpResponse], key: String, expected: i64) -> StoreError {
+    let current = match responses.first() {
         Some(TxnOpResponse::Get(get)) => get.kvs().first().map(convert).transpose(),
         _ => Err(StoreError::Etcd("transaction returned no read".into())),
+    };
+    match current {
+        Err(e) => e,
+        Ok(None) => StoreError::NotFound { key },
+        Ok(Some(current)) => StoreError::Conflict { key, expected, current: Some(Box::new(current)) },
     }
 }
 
@@ -227,14 +233,7 @@ impl StoreBackend for EtcdStore {
                 let response = self.txn(txn, &key, value.len()).await?;
                 let responses = response.op_responses();
                 if !response.succeeded() {
-                    return Err(match current_from(&responses)? {
-                        None => StoreError::NotFound { key },
-                        current => StoreError::Conflict {
-                            key,
-                            expected: expected_mod_revision,
-                            current: current.map(Box::new),
-                        },
-                    });
+                    return Err(rejected(&responses, key, expected_mod_revision));
                 }
                 let prev = match responses.first() {
                     Some(TxnOpResponse::Put(put)) => put.prev_key().map(convert).transpose()?,
@@ -265,14 +264,7 @@ impl StoreBackend for EtcdStore {
                 let response = self.txn(txn, &key, 0).await?;
                 let responses = response.op_responses();
                 if !response.succeeded() {
-                    return Err(match current_from(&responses)? {
-                        None => StoreError::NotFound { key },
-                        current => StoreError::Conflict {
-                            key,
-                            expected: expected_mod_revision.unwrap_or_default(),
-                            current: current.map(Box::new),
-                        },
-                    });
+                    return Err(rejected(&responses, key, expected_mod_revision.unwrap_or_default()));
                 }
                 let prev = match responses.first() {
                     Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().map(convert).transpose()?,

@@ -251,14 +251,7 @@ impl Tables<'_> {
             .values
             .get(v.revision)?
             .ok_or_else(|| corrupt(&format!("revision {} of {key:?} has no value", v.revision)))?;
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value: bytes::Bytes::copy_from_slice(value.value()),
-            create_revision: v.create_revision as i64,
-            mod_revision: v.revision as i64,
-            version: v.version as i64,
-        };
-        Ok(Some((v, kv)))
+        Ok(Some((v, v.to_kv(key, bytes::Bytes::copy_from_slice(value.value())))))
     }
 
     /// Applies one write at `revision`. The outer error is the engine's (it fails the whole
@@ -301,13 +294,7 @@ impl Tables<'_> {
                     None => Version { revision, create_revision: revision, version: 1, live: true },
                 };
                 self.values.insert(revision, value.as_ref())?;
-                let new = KeyValue {
-                    key: key.clone(),
-                    value,
-                    create_revision: version.create_revision as i64,
-                    mod_revision: revision as i64,
-                    version: version.version as i64,
-                };
+                let new = version.to_kv(key.clone(), value);
                 let event = WatchEvent::Put { kv: new.clone(), prev: current.map(|(_, kv)| kv) };
                 (Written::Put(new), event, version)
             }

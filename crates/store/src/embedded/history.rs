@@ -12,6 +12,7 @@ use redb::ReadableDatabase;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 
+use super::index::Version;
 use super::layout::{REVS, RevRow, VALUES, corrupt};
 use super::{Batch, Shared};
 use crate::watch::{IdleTimer, WATCH_BUFFER};
@@ -223,13 +224,7 @@ fn read_history(shared: &Shared, prefix: &str, from: u64) -> Result<HistoryChunk
             return Ok(None);
         }
         // Missing only if compaction took it: a previous value may be compacted, as in etcd.
-        Ok(values.get(version.revision)?.map(|value| KeyValue {
-            key: key.to_owned(),
-            value: bytes::Bytes::copy_from_slice(value.value()),
-            create_revision: version.create_revision as i64,
-            mod_revision: version.revision as i64,
-            version: version.version as i64,
-        }))
+        Ok(values.get(version.revision)?.map(|value| version.to_kv(key, bytes::Bytes::copy_from_slice(value.value()))))
     };
     // A watch may start past the current revision: never move it back.
     let mut chunk = HistoryChunk { events: Vec::new(), next: from.max(current + 1), caught_up: true };
@@ -248,14 +243,9 @@ fn read_history(shared: &Shared, prefix: &str, from: u64) -> Result<HistoryChunk
         let prev = value_of(row.key, rev - 1)?;
         chunk.events.push(if row.live {
             let value = values.get(rev)?.ok_or_else(|| corrupt(&format!("revision {rev} has no value")))?;
-            let kv = KeyValue {
-                key: row.key.to_owned(),
-                value: bytes::Bytes::copy_from_slice(value.value()),
-                create_revision: row.create_revision as i64,
-                mod_revision: rev as i64,
-                version: row.version as i64,
-            };
-            WatchEvent::Put { kv, prev }
+            let version =
+                Version { revision: rev, create_revision: row.create_revision, version: row.version, live: true };
+            WatchEvent::Put { kv: version.to_kv(row.key, bytes::Bytes::copy_from_slice(value.value())), prev }
         } else {
             WatchEvent::Delete { key: row.key.to_owned(), revision: rev as i64, prev }
         });

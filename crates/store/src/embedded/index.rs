@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use crate::KeyValue;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Version {
     pub revision: u64,
@@ -11,6 +13,19 @@ pub(super) struct Version {
     pub version: u64,
     /// False for a delete.
     pub live: bool,
+}
+
+impl Version {
+    /// This version of `key` as the API returns it.
+    pub(super) fn to_kv(self, key: impl Into<String>, value: bytes::Bytes) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value,
+            create_revision: self.create_revision as i64,
+            mod_revision: self.revision as i64,
+            version: self.version as i64,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -225,13 +225,7 @@ impl Embedded {
                 let value = values
                     .get(v.revision)?
                     .ok_or_else(|| layout::corrupt(&format!("revision {} of {key:?} has no value", v.revision)))?;
-                Ok(KeyValue {
-                    key,
-                    value: bytes::Bytes::copy_from_slice(value.value()),
-                    create_revision: v.create_revision as i64,
-                    mod_revision: v.revision as i64,
-                    version: v.version as i64,
-                })
+                Ok(v.to_kv(key, bytes::Bytes::copy_from_slice(value.value())))
             })
             .collect()
     }
