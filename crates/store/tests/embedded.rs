@@ -111,7 +111,12 @@ async fn an_idle_store_writes_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let path = dir.path().join(DATA_FILE);
     let before = (std::fs::metadata(&path).unwrap().modified().unwrap(), std::fs::read(&path).unwrap());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Writes that are refused change nothing, so they write nothing either.
+    assert!(matches!(store.create("/idle/0", Bytes::from_static(b"v")).await, Err(StoreError::AlreadyExists { .. })));
+    assert!(matches!(store.update("/idle/0", Bytes::from_static(b"v"), 1).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(store.delete("/idle/missing", None).await, Err(StoreError::NotFound { .. })));
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let after = (std::fs::metadata(&path).unwrap().modified().unwrap(), std::fs::read(&path).unwrap());
     assert!(before.0 == after.0 && before.1 == after.1, "the data file changed while the store was idle");
 }

@@ -177,6 +177,10 @@ fn commit_batch(shared: &Shared, events: &broadcast::Sender<Arc<Batch>>, state: 
                 txn.open_table(META)?.insert(META_COMPACTED, compacted)?;
             }
         }
+        // Nothing accepted (every write rejected): no fsync for an empty transaction.
+        if applied.events.is_empty() && compacted == state.compacted {
+            return Ok(txn.abort()?);
+        }
         Ok(txn.commit()?)
     })();
 
