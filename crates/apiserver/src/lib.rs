@@ -4,7 +4,7 @@
 //! included, goes through it. It knows Kubernetes objects, HTTP and `Status`; it knows nothing
 //! of containers or nodes' internals.
 
-mod api;
+pub mod api;
 pub mod pki;
 mod selector;
 mod status;
@@ -37,6 +37,8 @@ pub enum Error {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("token file {path}: {message}")]
     Tokens { path: PathBuf, message: String },
+    #[error("cannot create the system objects: {0}")]
+    Bootstrap(String),
     #[error("store: {0}")]
     Store(#[from] rkube_store::StoreError),
 }
@@ -47,6 +49,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// A `--token-auth-file`: lines of `token,user,uid[,"group1,group2"]`.
     pub token_file: Option<PathBuf>,
+    /// The range services' cluster IPs come from.
+    pub service_cidr: api::services::Cidr,
 }
 
 /// A running API server. Dropping it stops accepting connections and ends open ones.
@@ -76,9 +80,9 @@ impl Server {
         };
         pki::write_file(&config.data_dir.join("kubeconfig"), pki.admin_kubeconfig(&url).as_bytes(), true)?;
 
-        api::ensure_system_namespaces(&store).await?;
-        let router = api::router(api::State::new(store))
-            .layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
+        let state = api::State::new(store, config.service_cidr);
+        api::ensure_system_objects(&state, addr.port()).await?;
+        let router = api::router(state).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
         let mut tasks = JoinSet::new();
         tasks.spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router));
         tracing::info!("API server ready on {url} in {:?}", started.elapsed());

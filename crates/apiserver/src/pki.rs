@@ -124,10 +124,10 @@ fn create(extra_sans: &[IpAddr]) -> Result<(Pki, String), Error> {
         SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
         SanType::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
     ];
-    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
-        if let Ok(dns) = host.trim().to_owned().try_into() {
-            sans.push(SanType::DnsName(dns));
-        }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname")
+        && let Ok(dns) = host.trim().to_owned().try_into()
+    {
+        sans.push(SanType::DnsName(dns));
     }
     sans.extend(extra_sans.iter().filter(|ip| !ip.is_unspecified()).map(|ip| SanType::IpAddress(*ip)));
     server.subject_alt_names = sans;

@@ -27,6 +27,57 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`), as workloads
+    /// carry it.
+    pub fn from_object(selector: &serde_json::Value) -> Result<LabelSelector, String> {
+        let mut requirements = Vec::new();
+        for (key, value) in selector["matchLabels"].as_object().into_iter().flatten() {
+            let value = value.as_str().ok_or_else(|| format!("label {key:?} has a non-string value"))?;
+            requirements.push(Requirement::In(key_of(key)?, vec![value_of(value)?]));
+        }
+        for expression in selector["matchExpressions"].as_array().into_iter().flatten() {
+            let key = key_of(expression["key"].as_str().unwrap_or_default())?;
+            let values: Vec<String> = expression["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.as_str().map(str::to_owned).ok_or("values must be strings".to_owned()))
+                .collect::<Result<_, _>>()?;
+            let operator = expression["operator"].as_str().unwrap_or_default();
+            requirements.push(match operator {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err("for 'in', 'notin' operators, values set can't be empty".to_string());
+                }
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err("values set must be empty for exists and does not exist".into());
+                }
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::NotExists(key),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            });
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    /// The selector in upstream's string form, as a Scale's `status.selector` carries it.
+    pub fn to_query(&self) -> String {
+        let terms: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Requirement::Exists(k) => k.clone(),
+                Requirement::NotExists(k) => format!("!{k}"),
+                Requirement::In(k, v) if v.len() == 1 => format!("{k}={}", v[0]),
+                Requirement::In(k, v) => format!("{k} in ({})", v.join(",")),
+                Requirement::NotIn(k, v) if v.len() == 1 => format!("{k}!={}", v[0]),
+                Requirement::NotIn(k, v) => format!("{k} notin ({})", v.join(",")),
+            })
+            .collect();
+        terms.join(",")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

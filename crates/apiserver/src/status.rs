@@ -30,6 +30,20 @@ pub enum ApiError {
         name: String,
         causes: Vec<(String, String)>,
     },
+    /// A write the rules forbid, such as new content in a terminating namespace.
+    Forbidden {
+        resource: &'static str,
+        name: String,
+        message: String,
+    },
+    /// A write that conflicts with the object's state, explained.
+    Conflicting {
+        resource: String,
+        name: String,
+        message: String,
+    },
+    /// A request refused for now, such as an eviction a disruption budget forbids.
+    TooManyRequests(String),
     MethodNotAllowed(String),
     /// A compacted resourceVersion.
     Gone(String),
@@ -65,18 +79,15 @@ impl ApiError {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "BadRequest", m.clone(), json!(null)),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into(), json!(null)),
-            ApiError::NotFound { resource, name } => (
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{resource} \"{name}\" not found"),
-                json!({"name": name, "kind": resource}),
-            ),
+            ApiError::NotFound { resource, name } => {
+                (StatusCode::NOT_FOUND, "NotFound", format!("{resource} \"{name}\" not found"), details(resource, name))
+            }
             ApiError::NotFoundPath(m) => (StatusCode::NOT_FOUND, "NotFound", m.clone(), json!(null)),
             ApiError::AlreadyExists { resource, name } => (
                 StatusCode::CONFLICT,
                 "AlreadyExists",
                 format!("{resource} \"{name}\" already exists"),
-                json!({"name": name, "kind": resource}),
+                details(resource, name),
             ),
             ApiError::Conflict { resource, name } => (
                 StatusCode::CONFLICT,
@@ -85,23 +96,40 @@ impl ApiError {
                     "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; \
                      please apply your changes to the latest version and try again"
                 ),
-                json!({"name": name, "kind": resource}),
+                details(resource, name),
             ),
-            ApiError::Invalid { kind, name, causes } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                format!(
-                    "{kind} \"{name}\" is invalid: {}",
-                    causes.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
-                ),
-                json!({
-                    "name": name,
-                    "kind": kind,
-                    "causes": causes.iter().map(|(field, message)| json!({
-                        "reason": "FieldValueInvalid", "message": message, "field": field
-                    })).collect::<Vec<_>>(),
-                }),
+            ApiError::Conflicting { resource, name, message } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}"),
+                details(resource, name),
             ),
+            ApiError::Forbidden { resource, name, message } => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{resource} \"{name}\" is forbidden: {message}"),
+                details(resource, name),
+            ),
+            ApiError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", m.clone(), json!(null)),
+            ApiError::Invalid { kind, name, causes } => {
+                let mut details = match kind.split_once('.') {
+                    Some((kind, group)) => json!({"name": name, "group": group, "kind": kind}),
+                    None => json!({"name": name, "kind": kind}),
+                };
+                details["causes"] = causes
+                    .iter()
+                    .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+                    .collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!(
+                        "{kind} \"{name}\" is invalid: {}",
+                        causes.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
+                    ),
+                    details,
+                )
+            }
             ApiError::MethodNotAllowed(m) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", m.clone(), json!(null))
             }
@@ -131,6 +159,15 @@ impl ApiError {
             status["details"] = details;
         }
         status
+    }
+}
+
+/// A Status's details: the name, and the resource split into kind (plural) and group, as
+/// upstream fills them from a qualified resource such as `deployments.apps`.
+fn details(resource: &str, name: &str) -> serde_json::Value {
+    match resource.split_once('.') {
+        Some((plural, group)) => json!({"name": name, "group": group, "kind": plural}),
+        None => json!({"name": name, "kind": resource}),
     }
 }
 

@@ -4,13 +4,48 @@
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-/// A column after NAME and before AGE, with its value for an object.
+/// A column of `kubectl get`, with its value for an object. Priority 0 columns always show;
+/// priority 1 columns show with `-o wide`.
 pub struct Column {
     pub name: &'static str,
     pub kind: &'static str,
+    pub format: &'static str,
     pub description: &'static str,
+    pub priority: u8,
     pub cell: fn(&Value) -> Value,
 }
+
+impl Column {
+    /// A plain column: a string, always shown.
+    pub const fn new(name: &'static str, description: &'static str, cell: fn(&Value) -> Value) -> Column {
+        Column { name, kind: "string", format: "", description, priority: 0, cell }
+    }
+
+    pub const fn integer(self) -> Column {
+        Column { kind: "integer", ..self }
+    }
+
+    pub const fn wide(self) -> Column {
+        Column { priority: 1, ..self }
+    }
+}
+
+/// The NAME column, first in most tables.
+pub const NAME: Column = Column {
+    name: "Name",
+    kind: "string",
+    format: "name",
+    description: "Name must be unique within a namespace.",
+    priority: 0,
+    cell: |o| o["metadata"]["name"].clone(),
+};
+
+/// The AGE column, from the creation timestamp.
+pub const AGE: Column = Column::new(
+    "Age",
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    |o| json!(age(o, time::OffsetDateTime::now_utc())),
+);
 
 /// How much of each object a row carries (`includeObject`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,20 +85,20 @@ pub fn table(
     list_metadata: Value,
     now: time::OffsetDateTime,
 ) -> Value {
-    let mut definitions = vec![column_definition("Name", "string", "name", "Name must be unique within a namespace.")];
-    definitions.extend(columns.iter().map(|c| column_definition(c.name, c.kind, "", c.description)));
-    definitions.push(column_definition(
-        "Age",
-        "string",
-        "",
-        "CreationTimestamp is a timestamp representing the server time when this object was created.",
-    ));
+    let definitions: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description,
+                   "priority": c.priority})
+        })
+        .collect();
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let mut cells = vec![object["metadata"]["name"].clone()];
-            cells.extend(columns.iter().map(|c| (c.cell)(object)));
-            cells.push(json!(age(object, now)));
+            let cells: Vec<Value> = columns
+                .iter()
+                .map(|c| if c.name == "Age" { json!(age(object, now)) } else { (c.cell)(object) })
+                .collect();
             let mut row = json!({"cells": cells});
             match include {
                 Include::None => {}
@@ -86,10 +121,6 @@ pub fn table(
         "columnDefinitions": definitions,
         "rows": rows,
     })
-}
-
-fn column_definition(name: &str, kind: &str, format: &str, description: &str) -> Value {
-    json!({"name": name, "type": kind, "format": format, "description": description, "priority": 0})
 }
 
 fn age(object: &Value, now: time::OffsetDateTime) -> String {
@@ -191,12 +222,8 @@ mod tests {
 
     #[test]
     fn rows_hold_name_columns_age_and_metadata() {
-        let columns = [Column {
-            name: "Data",
-            kind: "integer",
-            description: "",
-            cell: |o| json!(o["data"].as_object().map_or(0, |d| d.len())),
-        }];
+        let data = Column::new("Data", "", |o| json!(o["data"].as_object().map_or(0, |d| d.len()))).integer();
+        let columns = [NAME, data, AGE];
         let object = json!({"metadata": {"name": "app", "creationTimestamp": "2026-01-01T00:00:00Z"}, "data": {"a": "1", "b": "2"}});
         let now = time::OffsetDateTime::parse("2026-01-01T00:05:03Z", &time::format_description::well_known::Rfc3339)
             .unwrap();

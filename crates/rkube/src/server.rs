@@ -25,6 +25,10 @@ pub struct Args {
     /// A token file: lines of `token,user,uid[,"group1,group2"]`, as Kubernetes' --token-auth-file.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// The IPv4 range services' cluster IPs come from; its first address is the `kubernetes`
+    /// service's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: rkube_apiserver::api::services::Cidr,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -43,7 +47,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let store = Store::open(backend).await.context("cannot open the cluster store")?;
     let _compactor = store.start_compactor(CompactorConfig::default());
-    let config = Config { data_dir: args.data_dir.clone(), bind: args.bind, token_file: args.token_auth_file };
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        bind: args.bind,
+        token_file: args.token_auth_file,
+        service_cidr: args.service_cidr,
+    };
     let server = Server::start(config, store).await.context("cannot start the API server")?;
     eprintln!(
         "rkube server listening on https://{}; admin kubeconfig: {}",

@@ -114,3 +114,90 @@ async fn watches_resume_and_patches_apply() {
     let expected = [("ADDED", "v"), ("MODIFIED", "merged"), ("MODIFIED", "json"), ("DELETED", "json")];
     assert_eq!(seen, expected.map(|(t, v)| (t.to_owned(), Some(v.to_owned()))));
 }
+
+fn pod(name: &str, labels: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }))
+    .unwrap()
+}
+
+/// What the scheduler and controllers will do through the API: bind pods, write status, scale,
+/// and evict under a disruption budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_status_scale_and_eviction() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = client(&server).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    let created = pods.create(&PostParams::default(), &pod("p", &[("app", "a")])).await.unwrap();
+    assert_eq!(created.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(created.spec.as_ref().unwrap().service_account_name.as_deref(), Some("default"));
+    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+                                     "target": {"kind": "Node", "name": "node-1"}});
+    let bound: kube::core::Status =
+        pods.create_subresource("binding", "p", &PostParams::default(), &binding).await.unwrap();
+    assert_eq!(bound.code, 201);
+    let p = pods.get("p").await.unwrap();
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-1"));
+    let scheduled = p.status.unwrap().conditions.unwrap();
+    assert!(scheduled.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"), "{scheduled:?}");
+    let again = pods
+        .create_subresource::<_, kube::core::Status>("binding", "p", &PostParams::default(), &binding)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&again, kube::Error::Api(s) if s.code == 409 && s.message.contains("already assigned to node \"node-1\"")),
+        "{again:?}"
+    );
+
+    // Status goes through /status only; the main resource keeps it.
+    let status = serde_json::json!({"status": {"phase": "Running", "podIP": "10.42.0.5"}});
+    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let ignored = serde_json::json!({"status": {"phase": "Failed"}, "metadata": {"labels": {"x": "y"}}});
+    let p = pods.patch("p", &PatchParams::default(), &Patch::Merge(&ignored)).await.unwrap();
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(p.metadata.labels.as_ref().unwrap()["x"], "y");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}},
+                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    let scale = deployments.get_scale("d").await.unwrap();
+    assert_eq!((scale.spec.unwrap().replicas, scale.status.unwrap().selector.as_deref()), (Some(1), Some("app=d")));
+    deployments
+        .patch_scale("d", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 4}})))
+        .await
+        .unwrap();
+    let d = deployments.get("d").await.unwrap();
+    assert_eq!((d.spec.unwrap().replicas, d.metadata.generation), (Some(4), Some(2)));
+
+    // A budget that allows no disruption refuses the eviction with 429; without it, it deletes.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let budget: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "keep-a"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "a"}}},
+    }))
+    .unwrap();
+    budgets.create(&PostParams::default(), &budget).await.unwrap();
+    // kube retries a 429 for minutes by default, as it should; here one answer is enough.
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    let once: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let refused = once.evict("p", &Default::default()).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(s) if s.code == 429), "{refused:?}");
+    budgets.delete("keep-a", &DeleteParams::default()).await.unwrap();
+    pods.evict("p", &Default::default()).await.unwrap();
+    // Bound to a node, the pod is stopping gracefully rather than gone.
+    let stopping = pods.get("p").await.unwrap();
+    assert!(stopping.metadata.deletion_timestamp.is_some());
+}

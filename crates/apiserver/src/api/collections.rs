@@ -89,7 +89,7 @@ pub(super) async fn read_collection(
              You can start a new list without the continue parameter."
                 .into(),
         ),
-        other => ApiError::from_store(other, kind.plural, ""),
+        other => ApiError::from_store(other, kind.resource, ""),
     })?;
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
@@ -108,8 +108,30 @@ pub(super) async fn read_collection(
         let now = time::OffsetDateTime::now_utc();
         return Ok(axum::Json(table::table(kind.columns, &items, include, metadata, now)).into_response());
     }
-    Ok(axum::Json(json!({"kind": kind.list_kind, "apiVersion": "v1", "metadata": metadata, "items": items}))
-        .into_response())
+    Ok(axum::Json(
+        json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata, "items": items}),
+    )
+    .into_response())
+}
+
+/// Every object of a collection that a list's selectors select, read at one revision.
+pub(super) async fn list_all(
+    state: &State,
+    kind: &'static Kind,
+    namespace: Option<&str>,
+    params: &ListParams,
+) -> Result<Vec<Value>, ApiError> {
+    let selector = Filter::parse(params)?;
+    let options = ListOptions { prefix: collection_prefix(kind, namespace), ..Default::default() };
+    let page = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
+    let mut items = Vec::new();
+    for kv in &page.items {
+        let object = with_revision(kv)?;
+        if selector.matches(&object) {
+            items.push(object);
+        }
+    }
+    Ok(items)
 }
 
 pub(super) fn encode_continue(revision: i64, last_key: &str) -> String {
@@ -150,7 +172,7 @@ pub(super) async fn watch_collection(
             .store
             .list(&ListOptions { prefix: prefix.clone(), ..Default::default() })
             .await
-            .map_err(|e| ApiError::from_store(e, kind.plural, ""))?;
+            .map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
         for kv in &page.items {
             let object = with_revision(kv)?;
             if selector.matches(&object) {
@@ -175,13 +197,13 @@ pub(super) async fn watch_collection(
         // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event, as
         // upstream answers, so clients relist.
         Err(e @ rkube_store::StoreError::Compacted { .. }) => {
-            let event = json!({"type": "ERROR", "object": ApiError::from_store(e, kind.plural, "").status()});
+            let event = json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()});
             return Ok(Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(format!("{event}\n")))
                 .expect("static response parts"));
         }
-        Err(e) => return Err(ApiError::from_store(e, kind.plural, "")),
+        Err(e) => return Err(ApiError::from_store(e, kind.resource, "")),
     };
     // 0 means the default, as upstream; a day at most keeps the deadline representable.
     let timeout = params
@@ -232,15 +254,15 @@ pub(super) async fn watch_collection(
                     metadata["namespace"] = json!(ns);
                 }
                 Some(
-                    json!({"type": "DELETED", "object": {"kind": kind.kind, "apiVersion": "v1", "metadata": metadata}}),
+                    json!({"type": "DELETED", "object": {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": metadata}}),
                 )
             }
             Ok(WatchEvent::Progress { revision }) => bookmarks.then(|| {
                 json!({"type": "BOOKMARK", "object": {
-                    "kind": kind.kind, "apiVersion": "v1", "metadata": {"resourceVersion": revision.to_string()}
+                    "kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision.to_string()}
                 }})
             }),
-            Err(e) => Some(json!({"type": "ERROR", "object": ApiError::from_store(e, kind.plural, "").status()})),
+            Err(e) => Some(json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()})),
         };
         std::future::ready(line)
     });

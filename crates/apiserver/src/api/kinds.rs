@@ -1,140 +1,317 @@
-//! The served kinds: how each is validated, defaulted, named, checked on update and printed.
+//! The served kinds: what each is called, how it is validated, defaulted and printed.
+//!
+//! One table, `KINDS`, drives routing, discovery, storage keys and Status messages, so a kind
+//! is served everywhere once it has a row here.
 
 use super::*;
+use crate::api::defaults;
+use crate::api::printers;
 
 /// One served resource type.
 pub(super) struct Kind {
+    /// The API group; empty for the core (legacy) group.
+    pub(super) group: &'static str,
+    pub(super) version: &'static str,
+    /// `v1` or `group/v1`, as objects carry it.
+    pub(super) api_version: &'static str,
     pub(super) plural: &'static str,
+    /// The plural qualified by group (`deployments.apps`), as Status messages name it.
+    pub(super) resource: &'static str,
     pub(super) singular: &'static str,
     pub(super) kind: &'static str,
+    /// The kind qualified by group (`Deployment.apps`), as 422 messages name it.
+    pub(super) qualified_kind: &'static str,
     pub(super) list_kind: &'static str,
     pub(super) namespaced: bool,
     pub(super) short_names: &'static [&'static str],
-    pub(super) verbs: &'static [&'static str],
+    pub(super) categories: &'static [&'static str],
+    pub(super) subresources: &'static [Subresource],
+    /// Whether `metadata.generation` counts spec changes.
+    pub(super) generation: bool,
+    /// Served for reading only (computed by the server).
+    pub(super) read_only: bool,
     /// Decodes a request body as this kind (rejecting wrong field types) and re-encodes it.
     pub(super) normalize: fn(Value) -> Result<Value, serde_json::Error>,
     /// Upstream's name rule for this kind.
     pub(super) name_rule: NameRule,
-    /// Fields upstream defaults on create.
+    /// Fields upstream defaults on create and update.
     pub(super) defaults: fn(&mut Value),
     /// Rewrites every incoming object (create, update, patch) as upstream stores it.
     pub(super) prepare: fn(&mut Value),
+    /// Upstream's validation of an object: (field, message) for each problem.
+    pub(super) validate: fn(&Value) -> Vec<(String, String)>,
     /// Upstream's update validation: (field, message) for each change it forbids.
     pub(super) check_update: fn(old: &Value, new: &Value) -> Vec<(String, String)>,
-    /// `kubectl get` columns between NAME and AGE, as upstream's printers.
+    /// `kubectl get` columns, `-o wide` ones included, as upstream's printers.
     pub(super) columns: &'static [Column],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Subresource {
+    Status,
+    /// `autoscaling/v1` Scale over `spec.replicas`.
+    Scale,
+    /// pods/binding: the scheduler's assignment of a node.
+    Binding,
+    /// pods/eviction: a delete that respects disruption budgets.
+    Eviction,
+    /// namespaces/finalize: the namespace controller's removal of spec.finalizers.
+    Finalize,
+}
+
+impl Subresource {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Eviction => "eviction",
+            Subresource::Finalize => "finalize",
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 pub(super) enum NameRule {
     Dns1123Label,
     Dns1123Subdomain,
+    /// RBAC and a few others accept any name that is a valid path segment.
+    PathSegment,
+}
+
+impl Kind {
+    /// The verbs discovery lists for this kind.
+    pub(super) fn verbs(&self) -> &'static [&'static str] {
+        if self.read_only {
+            &["get", "list"]
+        } else if self.plural == "namespaces" {
+            &["create", "delete", "get", "list", "patch", "update", "watch"]
+        } else {
+            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        }
+    }
+
+    pub(super) fn has(&self, sub: Subresource) -> bool {
+        self.subresources.contains(&sub)
+    }
 }
 
 pub(super) fn typed<K: serde::Serialize + serde::de::DeserializeOwned>(v: Value) -> Result<Value, serde_json::Error> {
     serde_json::to_value(serde_json::from_value::<K>(v)?)
 }
 
+fn nothing(_: &mut Value) {}
+fn valid(_: &Value) -> Vec<(String, String)> {
+    Vec::new()
+}
+fn any_change(_: &Value, _: &Value) -> Vec<(String, String)> {
+    Vec::new()
+}
+
+/// The fields every row shares; each row names its kind and overrides what differs.
+const BASE: Kind = Kind {
+    group: "",
+    version: "v1",
+    api_version: "v1",
+    plural: "",
+    resource: "",
+    singular: "",
+    kind: "",
+    qualified_kind: "",
+    list_kind: "",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    subresources: &[],
+    generation: false,
+    read_only: false,
+    normalize: |v| Ok(v),
+    name_rule: NameRule::Dns1123Subdomain,
+    defaults: nothing,
+    prepare: nothing,
+    validate: valid,
+    check_update: any_change,
+    columns: printers::DEFAULT,
+};
+
+/// A row of `KINDS`: `kind!(group, version, plural, singular, Kind, Type, { overrides })`.
+macro_rules! kind {
+    ("", $version:literal, $plural:literal, $singular:literal, $kind:literal, $ty:ty, { $($field:ident: $value:expr),* $(,)? }) => {
+        Kind {
+            group: "",
+            version: $version,
+            api_version: $version,
+            plural: $plural,
+            resource: $plural,
+            singular: $singular,
+            kind: $kind,
+            qualified_kind: $kind,
+            list_kind: concat!($kind, "List"),
+            normalize: typed::<$ty>,
+            $($field: $value,)*
+            ..BASE
+        }
+    };
+    ($group:literal, $version:literal, $plural:literal, $singular:literal, $kind:literal, $ty:ty, { $($field:ident: $value:expr),* $(,)? }) => {
+        Kind {
+            group: $group,
+            version: $version,
+            api_version: concat!($group, "/", $version),
+            plural: $plural,
+            resource: concat!($plural, ".", $group),
+            singular: $singular,
+            kind: $kind,
+            qualified_kind: concat!($kind, ".", $group),
+            list_kind: concat!($kind, "List"),
+            normalize: typed::<$ty>,
+            $($field: $value,)*
+            ..BASE
+        }
+    };
+}
+
+use Subresource::*;
+use k8s_openapi::api as k8s;
+
+/// Every served kind, in discovery order.
 pub(super) const KINDS: &[Kind] = &[
-    Kind {
-        plural: "namespaces",
-        singular: "namespace",
-        kind: "Namespace",
-        list_kind: "NamespaceList",
+    // core/v1
+    kind!("", "v1", "namespaces", "namespace", "Namespace", k8s::core::v1::Namespace, {
+        namespaced: false, short_names: &["ns"], subresources: &[Status, Finalize],
+        name_rule: NameRule::Dns1123Label, defaults: defaults::namespace, columns: printers::NAMESPACE,
+    }),
+    kind!("", "v1", "configmaps", "configmap", "ConfigMap", k8s::core::v1::ConfigMap, {
+        short_names: &["cm"], check_update: frozen_data, columns: printers::CONFIGMAP,
+    }),
+    kind!("", "v1", "secrets", "secret", "Secret", k8s::core::v1::Secret, {
+        defaults: defaults::secret, prepare: fold_string_data, check_update: secret_update, columns: printers::SECRET,
+    }),
+    kind!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", k8s::core::v1::ServiceAccount, {
+        short_names: &["sa"], columns: printers::SERVICEACCOUNT,
+    }),
+    kind!("", "v1", "pods", "pod", "Pod", k8s::core::v1::Pod, {
+        short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction], generation: true,
+        defaults: defaults::pod, validate: validate::pod, check_update: validate::pod_update,
+        columns: printers::POD,
+    }),
+    kind!("", "v1", "services", "service", "Service", k8s::core::v1::Service, {
+        short_names: &["svc"], categories: &["all"], subresources: &[Status], name_rule: NameRule::Dns1123Label,
+        defaults: defaults::service, validate: validate::service, check_update: validate::service_update,
+        columns: printers::SERVICE,
+    }),
+    kind!("", "v1", "endpoints", "endpoints", "Endpoints", k8s::core::v1::Endpoints, {
+        short_names: &["ep"], columns: printers::ENDPOINTS,
+    }),
+    kind!("", "v1", "nodes", "node", "Node", k8s::core::v1::Node, {
+        namespaced: false, short_names: &["no"], subresources: &[Status],
+        columns: printers::NODE,
+    }),
+    kind!("", "v1", "events", "event", "Event", k8s::core::v1::Event, {
+        short_names: &["ev"], columns: printers::EVENT,
+    }),
+    kind!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", k8s::core::v1::PersistentVolume, {
+        namespaced: false, short_names: &["pv"], subresources: &[Status],
+        defaults: defaults::persistent_volume, columns: printers::PV,
+    }),
+    kind!("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", k8s::core::v1::PersistentVolumeClaim, {
+        short_names: &["pvc"], subresources: &[Status], defaults: defaults::persistent_volume_claim, columns: printers::PVC,
+    }),
+    kind!("", "v1", "limitranges", "limitrange", "LimitRange", k8s::core::v1::LimitRange, {
+        short_names: &["limits"],
+    }),
+    kind!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", k8s::core::v1::ResourceQuota, {
+        short_names: &["quota"], subresources: &[Status],
+    }),
+    kind!("", "v1", "podtemplates", "podtemplate", "PodTemplate", k8s::core::v1::PodTemplate, {
+        defaults: defaults::pod_template,
+    }),
+    kind!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", k8s::core::v1::ReplicationController, {
+        short_names: &["rc"], categories: &["all"], subresources: &[Status, Scale], generation: true,
+        defaults: defaults::replication_controller, columns: printers::REPLICATION_CONTROLLER,
+    }),
+    kind!("", "v1", "componentstatuses", "componentstatus", "ComponentStatus", k8s::core::v1::ComponentStatus, {
+        namespaced: false, short_names: &["cs"], read_only: true, columns: printers::COMPONENT_STATUS,
+    }),
+    // apps/v1
+    kind!("apps", "v1", "deployments", "deployment", "Deployment", k8s::apps::v1::Deployment, {
+        short_names: &["deploy"], categories: &["all"], subresources: &[Status, Scale], generation: true,
+        defaults: defaults::deployment, validate: validate::workload,
+        columns: printers::DEPLOYMENT,
+    }),
+    kind!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", k8s::apps::v1::ReplicaSet, {
+        short_names: &["rs"], categories: &["all"], subresources: &[Status, Scale], generation: true,
+        defaults: defaults::replica_set, validate: validate::workload,
+        columns: printers::REPLICA_SET,
+    }),
+    kind!("apps", "v1", "statefulsets", "statefulset", "StatefulSet", k8s::apps::v1::StatefulSet, {
+        short_names: &["sts"], categories: &["all"], subresources: &[Status, Scale], generation: true,
+        defaults: defaults::stateful_set, validate: validate::workload,
+        columns: printers::STATEFUL_SET,
+    }),
+    kind!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", k8s::apps::v1::DaemonSet, {
+        short_names: &["ds"], categories: &["all"], subresources: &[Status], generation: true,
+        defaults: defaults::daemon_set, validate: validate::workload,
+        columns: printers::DAEMON_SET,
+    }),
+    kind!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", k8s::apps::v1::ControllerRevision, {
+        columns: printers::CONTROLLER_REVISION,
+    }),
+    // batch/v1
+    kind!("batch", "v1", "jobs", "job", "Job", k8s::batch::v1::Job, {
+        categories: &["all"], subresources: &[Status], generation: true,
+        defaults: defaults::job, validate: validate::job, columns: printers::JOB,
+    }),
+    kind!("batch", "v1", "cronjobs", "cronjob", "CronJob", k8s::batch::v1::CronJob, {
+        short_names: &["cj"], categories: &["all"], subresources: &[Status], generation: true,
+        defaults: defaults::cron_job, columns: printers::CRON_JOB,
+    }),
+    // autoscaling/v2
+    kind!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", k8s::autoscaling::v2::HorizontalPodAutoscaler, {
+        short_names: &["hpa"], categories: &["all"], subresources: &[Status], generation: true,
+    }),
+    // coordination.k8s.io/v1
+    kind!("coordination.k8s.io", "v1", "leases", "lease", "Lease", k8s::coordination::v1::Lease, {
+        columns: printers::LEASE,
+    }),
+    // discovery.k8s.io/v1
+    kind!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", k8s::discovery::v1::EndpointSlice, {
+        columns: printers::ENDPOINT_SLICE,
+    }),
+    // networking.k8s.io/v1
+    kind!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", k8s::networking::v1::Ingress, {
+        short_names: &["ing"], subresources: &[Status], generation: true,
+    }),
+    kind!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", k8s::networking::v1::IngressClass, {
         namespaced: false,
-        short_names: &["ns"],
-        verbs: &["create", "get", "list", "patch", "update", "watch"],
-        normalize: typed::<k8s_openapi::api::core::v1::Namespace>,
-        name_rule: NameRule::Dns1123Label,
-        defaults: |object| {
-            object["spec"]["finalizers"] = json!(["kubernetes"]);
-            object["status"]["phase"] = json!("Active");
-        },
-        prepare: |_| {},
-        check_update: |_, _| Vec::new(),
-        columns: &[Column {
-            name: "Status",
-            kind: "string",
-            description: "The status of the namespace",
-            cell: |o| o["status"]["phase"].clone(),
-        }],
-    },
-    Kind {
-        plural: "configmaps",
-        singular: "configmap",
-        kind: "ConfigMap",
-        list_kind: "ConfigMapList",
-        namespaced: true,
-        short_names: &["cm"],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
-        normalize: typed::<k8s_openapi::api::core::v1::ConfigMap>,
-        name_rule: NameRule::Dns1123Subdomain,
-        defaults: |_| {},
-        prepare: |_| {},
-        check_update: frozen_data,
-        columns: &[Column {
-            name: "Data",
-            kind: "integer",
-            description: "Number of data entries",
-            cell: |o| {
-                let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
-                json!(count("data") + count("binaryData"))
-            },
-        }],
-    },
-    Kind {
-        plural: "secrets",
-        singular: "secret",
-        kind: "Secret",
-        list_kind: "SecretList",
-        namespaced: true,
-        short_names: &[],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
-        normalize: typed::<k8s_openapi::api::core::v1::Secret>,
-        name_rule: NameRule::Dns1123Subdomain,
-        defaults: |object| {
-            if object["type"].as_str().is_none_or(str::is_empty) {
-                object["type"] = json!("Opaque");
-            }
-        },
-        prepare: fold_string_data,
-        check_update: |old, new| {
-            let mut causes = frozen_data(old, new);
-            if old["type"] != new["type"] {
-                causes.push(("type".into(), format!("Invalid value: {}: field is immutable", new["type"])));
-            }
-            causes
-        },
-        columns: &[
-            Column { name: "Type", kind: "string", description: "The type of the secret", cell: |o| o["type"].clone() },
-            Column {
-                name: "Data",
-                kind: "string",
-                description: "Number of data entries",
-                cell: |o| json!(o["data"].as_object().map_or(0, |m| m.len()).to_string()),
-            },
-        ],
-    },
-    Kind {
-        plural: "serviceaccounts",
-        singular: "serviceaccount",
-        kind: "ServiceAccount",
-        list_kind: "ServiceAccountList",
-        namespaced: true,
-        short_names: &["sa"],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
-        normalize: typed::<k8s_openapi::api::core::v1::ServiceAccount>,
-        name_rule: NameRule::Dns1123Subdomain,
-        defaults: |_| {},
-        prepare: |_| {},
-        check_update: |_, _| Vec::new(),
-        columns: &[Column {
-            name: "Secrets",
-            kind: "integer",
-            description: "Number of secrets referenced by the service account",
-            cell: |o| json!(o["secrets"].as_array().map_or(0, |s| s.len())),
-        }],
-    },
+    }),
+    kind!("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", k8s::networking::v1::NetworkPolicy, {
+        short_names: &["netpol"], generation: true,
+    }),
+    // policy/v1
+    kind!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", k8s::policy::v1::PodDisruptionBudget, {
+        short_names: &["pdb"], subresources: &[Status], generation: true,
+    }),
+    // rbac.authorization.k8s.io/v1
+    kind!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", k8s::rbac::v1::ClusterRoleBinding, {
+        namespaced: false, name_rule: NameRule::PathSegment,
+    }),
+    kind!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", k8s::rbac::v1::ClusterRole, {
+        namespaced: false, name_rule: NameRule::PathSegment,
+    }),
+    kind!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", k8s::rbac::v1::RoleBinding, {
+        name_rule: NameRule::PathSegment,
+    }),
+    kind!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", k8s::rbac::v1::Role, {
+        name_rule: NameRule::PathSegment,
+    }),
+    // scheduling.k8s.io/v1
+    kind!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", k8s::scheduling::v1::PriorityClass, {
+        namespaced: false, short_names: &["pc"],
+    }),
+    // storage.k8s.io/v1
+    kind!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", k8s::storage::v1::StorageClass, {
+        namespaced: false, short_names: &["sc"], defaults: defaults::storage_class,
+    }),
 ];
 
 /// A ConfigMap or Secret marked `immutable: true` keeps its data, and stays immutable.
@@ -155,6 +332,14 @@ pub(super) fn frozen_data(old: &Value, new: &Value) -> Vec<(String, String)> {
     causes
 }
 
+fn secret_update(old: &Value, new: &Value) -> Vec<(String, String)> {
+    let mut causes = frozen_data(old, new);
+    if old["type"] != new["type"] {
+        causes.push(("type".into(), format!("Invalid value: {}: field is immutable", new["type"])));
+    }
+    causes
+}
+
 /// A Secret's write-only `stringData` is stored base64-encoded in `data`, where its keys win.
 pub(super) fn fold_string_data(object: &mut Value) {
     let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
@@ -169,11 +354,17 @@ pub(super) fn fold_string_data(object: &mut Value) {
     }
 }
 
-pub(super) fn kind(plural: &str) -> Result<&'static Kind, ApiError> {
+/// The kind served at `group/version` under `plural`.
+pub(super) fn find(group: &str, version: &str, plural: &str) -> Result<&'static Kind, ApiError> {
     KINDS
         .iter()
-        .find(|k| k.plural == plural)
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
         .ok_or_else(|| ApiError::NotFoundPath(format!("the server could not find the requested resource ({plural})")))
+}
+
+/// A core kind, by plural; for the server's own bookkeeping.
+pub(super) fn core(plural: &str) -> &'static Kind {
+    KINDS.iter().find(|k| k.group.is_empty() && k.plural == plural).expect("core kind is in KINDS")
 }
 
 /// The characters upstream draws generated name suffixes from.
@@ -197,6 +388,7 @@ pub(super) fn check_name(rule: NameRule, name: &str) -> Option<String> {
     let ok = match rule {
         NameRule::Dns1123Label => label(name),
         NameRule::Dns1123Subdomain => name.len() <= 253 && name.split('.').all(label),
+        NameRule::PathSegment => !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']),
     };
     (!ok).then(|| match rule {
         NameRule::Dns1123Label => format!(
@@ -207,6 +399,7 @@ pub(super) fn check_name(rule: NameRule, name: &str) -> Option<String> {
             "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
              characters, '-' or '.', and must start and end with an alphanumeric character"
         ),
+        NameRule::PathSegment => format!("Invalid value: \"{name}\": may not be '.' or '..' or contain '/' or '%'"),
     })
 }
 
@@ -222,6 +415,8 @@ mod tests {
         assert!(check_name(NameRule::Dns1123Subdomain, "a.b-c").is_none());
         assert!(check_name(NameRule::Dns1123Subdomain, "-a").is_some());
         assert!(check_name(NameRule::Dns1123Label, &"a".repeat(64)).is_some());
+        assert!(check_name(NameRule::PathSegment, "system:controller:x").is_none());
+        assert!(check_name(NameRule::PathSegment, "a/b").is_some());
     }
 
     #[test]
@@ -240,5 +435,17 @@ mod tests {
         let thawed = json!({"data": {"k": "v"}});
         assert_eq!(frozen_data(&frozen, &thawed)[0].0, "immutable");
         assert!(frozen_data(&thawed, &changed).is_empty(), "a mutable object may change and freeze");
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in KINDS {
+            assert!(seen.insert((kind.group, kind.plural)), "{} is listed twice", kind.resource);
+            assert_eq!(kind.list_kind, format!("{}List", kind.kind));
+            assert!(kind.plural.chars().all(|c| c.is_ascii_lowercase()), "{}", kind.plural);
+            let sample = json!({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": "x"}});
+            (kind.normalize)(sample).unwrap_or_else(|e| panic!("{} does not decode its own kind: {e}", kind.kind));
+        }
     }
 }

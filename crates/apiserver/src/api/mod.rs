@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use base64::Engine;
 use futures::StreamExt;
 use rkube_store::{KeyValue, ListOptions, Store, WatchEvent, WatchOptions};
@@ -21,13 +21,22 @@ use crate::selector::LabelSelector;
 use crate::status::ApiError;
 
 mod collections;
+mod defaults;
+mod deletion;
+mod discovery;
 mod kinds;
 mod objects;
+mod printers;
+pub mod services;
+mod subresources;
+mod validate;
 
 use crate::table::{self, Column, Include};
 use collections::*;
+use deletion::*;
 use kinds::*;
 use objects::*;
+use subresources::*;
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
 pub const KUBE_MINOR: &str = "33";
@@ -35,27 +44,40 @@ pub const KUBE_MINOR: &str = "33";
 #[derive(Clone)]
 pub struct State {
     store: Store,
+    services: services::Ranges,
 }
 
 impl State {
-    pub fn new(store: Store) -> State {
-        State { store }
+    pub fn new(store: Store, service_cidr: services::Cidr) -> State {
+        State { store, services: services::Ranges::new(service_cidr) }
     }
 }
 
 /// The namespaces every cluster has.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
-pub async fn ensure_system_namespaces(store: &Store) -> Result<(), crate::Error> {
-    let namespaces = kind("namespaces").expect("namespaces is served");
+/// Creates what every cluster has: the system namespaces and the `kubernetes` service.
+pub async fn ensure_system_objects(state: &State, port: u16) -> Result<(), crate::Error> {
+    let failed =
+        |what: &str, e: ApiError| crate::Error::Bootstrap(format!("cannot create {what}: {}", e.status()["message"]));
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match create_object(store, namespaces, None, object, false).await {
+        match create_object(state, kinds::core("namespaces"), None, object, false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(crate::Error::Pki(format!("cannot create namespace {name}: {:?}", e.status()))),
+            Err(e) => return Err(failed(&format!("namespace {name}"), e)),
         }
     }
-    Ok(())
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": state.services.cidr.first_host().to_string(),
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    match create_object(state, kinds::core("services"), Some("default"), service, false).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(failed("service default/kubernetes", e)),
+    }
 }
 
 pub fn router(state: State) -> Router {
@@ -66,22 +88,11 @@ pub fn router(state: State) -> Router {
         .route("/version", get(version))
         // The Python client asks with a trailing slash; upstream answers both.
         .route("/version/", get(version))
-        .route("/api", get(api_versions))
-        .route("/api/v1", get(api_resources))
-        .route("/apis", get(api_groups))
-        .route("/api/v1/{resource}", get(collection_get).post(collection_post))
-        .route("/api/v1/{resource}/{name}", get(object_get).put(object_put).patch(object_patch).delete(object_delete))
-        .route("/api/v1/namespaces/{namespace}/{resource}", get(ns_collection_get).post(ns_collection_post))
-        .route(
-            "/api/v1/namespaces/{namespace}/{resource}/{name}",
-            get(ns_object_get).put(ns_object_put).patch(ns_object_patch).delete(ns_object_delete),
-        )
+        .route("/api", get(discovery::core_versions))
+        .route("/apis", get(discovery::groups))
+        .route("/api/{*path}", any(core_request))
+        .route("/apis/{*path}", any(group_request))
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
-        .method_not_allowed_fallback(|method: axum::http::Method| async move {
-            ApiError::MethodNotAllowed(format!(
-                "the server does not allow this method on the requested resource ({method})"
-            ))
-        })
         // read_body enforces upstream's limit itself, answering with a Status.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
@@ -105,33 +116,173 @@ async fn version() -> axum::Json<Value> {
     }))
 }
 
-async fn api_versions() -> axum::Json<Value> {
-    axum::Json(json!({
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
-    }))
+/// `/api/v1/...`: the core group.
+async fn core_request(
+    AxumState(state): AxumState<State>,
+    Path(path): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [version] => discovery::resources(&state, "", version, request.headers()),
+        [version, rest @ ..] => serve(&state, "", version, rest, request).await,
+        [] => Err(ApiError::NotFoundPath("the server could not find the requested resource".into())),
+    }
 }
 
-async fn api_groups() -> axum::Json<Value> {
-    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+/// `/apis/GROUP/VERSION/...`: the named groups.
+async fn group_request(
+    AxumState(state): AxumState<State>,
+    Path(path): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [group] => discovery::group(group),
+        [group, version] => discovery::resources(&state, group, version, request.headers()),
+        [group, version, rest @ ..] => serve(&state, group, version, rest, request).await,
+        [] => Err(ApiError::NotFoundPath("the server could not find the requested resource".into())),
+    }
 }
 
-async fn api_resources() -> axum::Json<Value> {
-    let resources: Vec<Value> = KINDS
-        .iter()
-        .map(|k| {
-            json!({
-                "name": k.plural,
-                "singularName": k.singular,
-                "namespaced": k.namespaced,
-                "kind": k.kind,
-                "verbs": k.verbs,
-                "shortNames": k.short_names,
-            })
-        })
-        .collect();
-    axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources}))
+/// What a resource path names, as upstream's RequestInfo resolves it.
+struct Target {
+    kind: &'static Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<Subresource>,
+}
+
+impl Target {
+    fn parse(group: &str, version: &str, segments: &[&str]) -> Result<Target, ApiError> {
+        let not_found = || ApiError::NotFoundPath("the server could not find the requested resource".into());
+        // `namespaces/NAME/status` and `/finalize` are the namespace's own subresources.
+        let (namespace, rest) = match segments {
+            ["namespaces", ns, resource, ..] if !matches!(*resource, "status" | "finalize") => {
+                (Some((*ns).to_owned()), &segments[2..])
+            }
+            _ => (None, segments),
+        };
+        let (plural, name, sub) = match rest {
+            [plural] => (*plural, None, None),
+            [plural, name] => (*plural, Some((*name).to_owned()), None),
+            [plural, name, sub] => (*plural, Some((*name).to_owned()), Some(*sub)),
+            _ => return Err(not_found()),
+        };
+        let kind = kinds::find(group, version, plural)?;
+        if namespace.is_some() && !kind.namespaced {
+            return Err(not_found());
+        }
+        if namespace.is_none() && kind.namespaced && name.is_some() {
+            return Err(not_found());
+        }
+        let subresource = match sub {
+            None => None,
+            Some(sub) => Some(kind.subresources.iter().copied().find(|s| s.name() == sub).ok_or_else(not_found)?),
+        };
+        Ok(Target { kind, namespace, name, subresource })
+    }
+}
+
+fn not_allowed(method: &axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({method})"))
+}
+
+/// Serves one request on a resource path.
+async fn serve(
+    state: &State,
+    group: &str,
+    version: &str,
+    segments: &[&str],
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use axum::http::Method;
+    let target = Target::parse(group, version, segments)?;
+    let kind = target.kind;
+    let method = request.method().clone();
+    let headers = request.headers().clone();
+    let uri = request.uri().clone();
+    let list = || query::<ListParams>(&uri);
+    let write = || query::<WriteParams>(&uri);
+    let ns = target.namespace.as_deref();
+    if kind.read_only && method != Method::GET {
+        return Err(not_allowed(&method));
+    }
+    let json = |value: Value| axum::Json(value).into_response();
+    match (&method, target.name.as_deref(), target.subresource) {
+        (&Method::GET, None, None) => {
+            if kind.read_only {
+                return Ok(json(component_statuses(state, kind, &list()?, &headers).await));
+            }
+            read_collection(state, kind, target.namespace.clone(), list()?, table::requested(&headers)).await
+        }
+        (&Method::GET, Some(name), None | Some(Subresource::Status)) => {
+            let object = if kind.read_only {
+                component_status(state, name).await?
+            } else {
+                get_object(&state.store, kind, ns, name).await?
+            };
+            Ok(json(as_table_if(kind, object, &list()?, &headers)))
+        }
+        (&Method::GET, Some(name), Some(Subresource::Scale)) => {
+            Ok(json(scale_of(kind, &get_object(&state.store, kind, ns, name).await?)))
+        }
+        (&Method::POST, None, None) => {
+            let dry_run = write()?.dry_run()?;
+            let object = decode(kind, &body_of(request).await?)?;
+            let created = create_object(state, kind, ns, object, dry_run).await?;
+            Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+        }
+        (&Method::POST, Some(name), Some(Subresource::Binding)) => {
+            let body = decode_as(&body_of(request).await?, "Binding")?;
+            bind_pod(state, ns.unwrap_or_default(), name, body, write()?.dry_run()?).await
+        }
+        (&Method::POST, Some(name), Some(Subresource::Eviction)) => {
+            let body = decode_as(&body_of(request).await?, "Eviction")?;
+            evict_pod(state, ns.unwrap_or_default(), name, body, write()?.dry_run()?).await
+        }
+        (&Method::PUT, Some(name), sub) => {
+            let dry_run = write()?.dry_run()?;
+            let body = body_of(request).await?;
+            let updated = match sub {
+                None => update_object(state, kind, ns, name, decode(kind, &body)?, dry_run).await?,
+                Some(Subresource::Status) => {
+                    update_status(state, kind, ns, name, decode(kind, &body)?, dry_run).await?
+                }
+                Some(Subresource::Scale) => {
+                    update_scale(state, kind, ns, name, decode_as(&body, "Scale")?, dry_run).await?
+                }
+                Some(Subresource::Finalize) => finalize_namespace(state, name, decode(kind, &body)?, dry_run).await?,
+                Some(_) => return Err(not_allowed(&method)),
+            };
+            Ok(json(updated))
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let dry_run = write()?.dry_run()?;
+            let patch = PatchBody::read(request).await?;
+            let patched = match sub {
+                None => patch_object(state, kind, ns, name, patch, Scope::Object, dry_run).await?,
+                Some(Subresource::Status) => patch_object(state, kind, ns, name, patch, Scope::Status, dry_run).await?,
+                Some(Subresource::Scale) => patch_scale(state, kind, ns, name, patch, dry_run).await?,
+                Some(_) => return Err(not_allowed(&method)),
+            };
+            Ok(json(patched))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let options = DeleteOptions::parse(&body_of(request).await?, &write()?)?;
+            delete_object(state, kind, ns, name, options).await
+        }
+        (&Method::DELETE, None, None) if kind.verbs().contains(&"deletecollection") => {
+            let options = DeleteOptions::parse(&body_of(request).await?, &write()?)?;
+            delete_collection(state, kind, ns, list()?, options).await.map(json)
+        }
+        _ => Err(not_allowed(&method)),
+    }
+}
+
+/// Query parameters; a malformed one is a 400 Status, not axum's plain text.
+fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(p)| p).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 #[derive(Deserialize, Default)]
@@ -149,62 +300,6 @@ struct ListParams {
     include_object: Option<String>,
 }
 
-async fn collection_get(
-    AxumState(state): AxumState<State>,
-    Path(resource): Path<String>,
-    Params(params): Params<ListParams>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    read_collection(&state, kind(&resource)?, None, params, table::requested(&headers)).await
-}
-
-async fn ns_collection_get(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource)): Path<(String, String)>,
-    Params(params): Params<ListParams>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let kind = namespaced(&resource)?;
-    read_collection(&state, kind, Some(namespace), params, table::requested(&headers)).await
-}
-
-async fn collection_post(
-    AxumState(state): AxumState<State>,
-    Path(resource): Path<String>,
-    Params(write): Params<WriteParams>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let kind = kind(&resource)?;
-    if kind.namespaced {
-        return Err(ApiError::MethodNotAllowed(format!("{} must be created in a namespace", kind.plural)));
-    }
-    let created = create_object(&state.store, kind, None, decode(kind, &body)?, write.dry_run()?).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
-}
-
-async fn ns_collection_post(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource)): Path<(String, String)>,
-    Params(write): Params<WriteParams>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let kind = namespaced(&resource)?;
-    let object = decode(kind, &body)?;
-    let created = create_object(&state.store, kind, Some(&namespace), object, write.dry_run()?).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
-}
-
-async fn object_get(
-    AxumState(state): AxumState<State>,
-    Path((resource, name)): Path<(String, String)>,
-    Params(params): Params<ListParams>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = cluster_scoped(&resource)?;
-    let object = get_object(&state.store, kind, None, &name).await?;
-    Ok(axum::Json(as_table_if(kind, object, &params, &headers)))
-}
-
 /// A single object, as a one-row Table if the client asked for one.
 fn as_table_if(kind: &Kind, object: Value, params: &ListParams, headers: &HeaderMap) -> Value {
     if !table::requested(headers) {
@@ -218,118 +313,6 @@ fn as_table_if(kind: &Kind, object: Value, params: &ListParams, headers: &Header
         metadata,
         time::OffsetDateTime::now_utc(),
     )
-}
-
-async fn ns_object_get(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    Params(params): Params<ListParams>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = namespaced(&resource)?;
-    let object = get_object(&state.store, kind, Some(&namespace), &name).await?;
-    Ok(axum::Json(as_table_if(kind, object, &params, &headers)))
-}
-
-async fn object_put(
-    AxumState(state): AxumState<State>,
-    Path((resource, name)): Path<(String, String)>,
-    Params(write): Params<WriteParams>,
-    JsonBody(body): JsonBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = cluster_scoped(&resource)?;
-    update_object(&state.store, kind, None, &name, decode(kind, &body)?, write.dry_run()?).await.map(axum::Json)
-}
-
-async fn ns_object_put(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    Params(write): Params<WriteParams>,
-    JsonBody(body): JsonBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = namespaced(&resource)?;
-    let object = decode(kind, &body)?;
-    update_object(&state.store, kind, Some(&namespace), &name, object, write.dry_run()?).await.map(axum::Json)
-}
-
-async fn object_patch(
-    AxumState(state): AxumState<State>,
-    Path((resource, name)): Path<(String, String)>,
-    Params(write): Params<WriteParams>,
-    patch: PatchBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = cluster_scoped(&resource)?;
-    patch_object(&state.store, kind, None, &name, patch, write.dry_run()?).await.map(axum::Json)
-}
-
-async fn ns_object_patch(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    Params(write): Params<WriteParams>,
-    patch: PatchBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = namespaced(&resource)?;
-    patch_object(&state.store, kind, Some(&namespace), &name, patch, write.dry_run()?).await.map(axum::Json)
-}
-
-async fn object_delete(
-    AxumState(_state): AxumState<State>,
-    Path((resource, _name)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = cluster_scoped(&resource)?;
-    // Deleting a namespace means deleting its contents first: that is the namespace
-    // controller's work, which arrives with the control loops.
-    Err(ApiError::MethodNotAllowed(format!("deleting {} is not supported yet", kind.plural)))
-}
-
-async fn ns_object_delete(
-    AxumState(state): AxumState<State>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    Params(write): Params<WriteParams>,
-    JsonBody(body): JsonBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let kind = namespaced(&resource)?;
-    let (expected, dry_run_body) = delete_options(&body)?;
-    let key = object_key(kind, Some(&namespace), &name);
-    let to_store = |e| ApiError::from_store(e, kind.plural, &name);
-    let deleted = if write.dry_run()? || dry_run_body {
-        let current = state
-            .store
-            .get(&key, None)
-            .await
-            .map_err(to_store)?
-            .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.clone() })?;
-        if expected.is_some_and(|rv| rv != current.mod_revision) {
-            return Err(ApiError::Conflict { resource: kind.plural, name: name.clone() });
-        }
-        current.value
-    } else {
-        state.store.delete(&key, expected).await.map_err(to_store)?.prev.value
-    };
-    let object: Value = serde_json::from_slice(&deleted).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(axum::Json(json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {"name": name, "kind": kind.plural, "uid": object["metadata"]["uid"]},
-    })))
-}
-
-fn namespaced(resource: &str) -> Result<&'static Kind, ApiError> {
-    let kind = kind(resource)?;
-    if !kind.namespaced {
-        return Err(ApiError::NotFoundPath(format!("{resource} is not a namespaced resource")));
-    }
-    Ok(kind)
-}
-
-fn cluster_scoped(resource: &str) -> Result<&'static Kind, ApiError> {
-    let kind = kind(resource)?;
-    if kind.namespaced {
-        return Err(ApiError::NotFoundPath(format!("{resource} must be addressed within a namespace")));
-    }
-    Ok(kind)
 }
 
 fn object_key(kind: &Kind, namespace: Option<&str>, name: &str) -> String {
@@ -346,30 +329,19 @@ fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
     }
 }
 
-/// Query parameters; a malformed one is a 400 Status, not axum's plain text.
-pub struct Params<T>(T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(params)| Params(params))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
-    }
-}
-
 /// The parameters of a write.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct WriteParams {
     dry_run: Option<String>,
+    /// DELETE's options may come in the query too.
+    pub(super) grace_period_seconds: Option<i64>,
+    pub(super) propagation_policy: Option<String>,
 }
 
 impl WriteParams {
     /// `dryRun=All` validates a write and answers as if it happened, without storing it.
-    fn dry_run(&self) -> Result<bool, ApiError> {
+    pub(super) fn dry_run(&self) -> Result<bool, ApiError> {
         match self.dry_run.as_deref() {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
@@ -412,23 +384,17 @@ fn media_type(request: &axum::extract::Request) -> String {
     header.split(';').next().unwrap_or("").trim().to_owned()
 }
 
-/// A JSON request body.
-pub struct JsonBody(Bytes);
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(request: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
-        let media = media_type(&request);
-        // Protobuf is not decoded yet. client-go does not fall back to JSON on this 415, so
-        // kubectl 1.33's typed requests fail here with a clear message until it is.
-        if !matches!(media.as_str(), "application/json" | "") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
-            )));
-        }
-        Ok(JsonBody(read_body(request).await?))
+/// A request body the server can decode: JSON, or Kubernetes protobuf once that is decoded.
+async fn body_of(request: axum::extract::Request) -> Result<Bytes, ApiError> {
+    let media = media_type(&request);
+    // Protobuf is not decoded yet. client-go does not fall back to JSON on this 415, so
+    // kubectl 1.33's typed requests fail here with a clear message until it is.
+    if !matches!(media.as_str(), "application/json" | "") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
+        )));
     }
+    read_body(request).await
 }
 
 /// A PATCH body: JSON Patch or JSON merge patch, parsed.
@@ -437,10 +403,8 @@ pub enum PatchBody {
     Merge(Value),
 }
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for PatchBody {
-    type Rejection = ApiError;
-
-    async fn from_request(request: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
+impl PatchBody {
+    async fn read(request: axum::extract::Request) -> Result<PatchBody, ApiError> {
         let media = media_type(&request);
         let bytes = read_body(request).await?;
         let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("the patch is not valid: {e}"));

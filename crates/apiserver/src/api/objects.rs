@@ -9,7 +9,7 @@ pub(super) fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
     if !object.is_object() {
         return Err(ApiError::BadRequest("the request body is not a JSON object".into()));
     }
-    for (field, expected) in [("apiVersion", "v1"), ("kind", kind.kind)] {
+    for (field, expected) in [("apiVersion", kind.api_version), ("kind", kind.kind)] {
         match object.get(field).and_then(Value::as_str) {
             None | Some("") => {}
             Some(found) if found == expected => {}
@@ -20,12 +20,28 @@ pub(super) fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
             }
         }
     }
+    normalize(kind, object)
+}
+
+/// Decodes through the kind's type, which rejects wrong field types, and stamps the kind.
+fn normalize(kind: &Kind, object: Value) -> Result<Value, ApiError> {
     let mut normalized = (kind.normalize)(object)
         .map_err(|e| ApiError::BadRequest(format!("the object is not a valid {}: {e}", kind.kind)))?;
-    normalized["apiVersion"] = json!("v1");
+    normalized["apiVersion"] = json!(kind.api_version);
     normalized["kind"] = json!(kind.kind);
     (kind.prepare)(&mut normalized);
     Ok(normalized)
+}
+
+/// Parses the body of a subresource request (a Binding, an Eviction, a Scale).
+pub(super) fn decode_as(body: &[u8], expected: &str) -> Result<Value, ApiError> {
+    let object: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    match object.get("kind").and_then(Value::as_str) {
+        None | Some("") => Ok(object),
+        Some(found) if found == expected => Ok(object),
+        Some(found) => Err(ApiError::BadRequest(format!("expected a {expected}, got a {found}"))),
+    }
 }
 
 /// Returns the stored object with its resourceVersion.
@@ -48,13 +64,40 @@ pub(super) fn now_rfc3339() -> String {
     now.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formats any UTC time")
 }
 
+/// A namespace that exists and is not being deleted, or the error upstream gives.
+async fn check_namespace(store: &Store, kind: &Kind, ns: &str, name: &str) -> Result<(), ApiError> {
+    let found = store
+        .get(&format!("/registry/namespaces/{ns}"), None)
+        .await
+        .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
+        .ok_or_else(|| ApiError::NotFound { resource: "namespaces", name: ns.to_owned() })?;
+    let namespace: Value = serde_json::from_slice(&found.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if namespace["metadata"]["deletionTimestamp"].is_string() {
+        return Err(ApiError::Forbidden {
+            resource: kind.resource,
+            name: name.to_owned(),
+            message: format!("unable to create new content in namespace {ns} because it is being terminated"),
+        });
+    }
+    Ok(())
+}
+
+fn invalid(kind: &Kind, object: &Value, causes: Vec<(String, String)>) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    Err(ApiError::Invalid { kind: kind.qualified_kind, name, causes })
+}
+
 pub(super) async fn create_object(
-    store: &Store,
+    state: &State,
     kind: &Kind,
     namespace: Option<&str>,
     mut object: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    let store = &state.store;
     let meta = &mut object["metadata"];
     if !meta.is_object() {
         *meta = json!({});
@@ -64,7 +107,7 @@ pub(super) async fn create_object(
             Some(prefix) if !prefix.is_empty() => meta["name"] = json!(generated_name(prefix)),
             _ => {
                 return Err(ApiError::Invalid {
-                    kind: kind.kind,
+                    kind: kind.qualified_kind,
                     name: String::new(),
                     causes: vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
                 });
@@ -73,7 +116,11 @@ pub(super) async fn create_object(
     }
     let name = meta["name"].as_str().unwrap_or_default().to_owned();
     if let Some(message) = check_name(kind.name_rule, &name) {
-        return Err(ApiError::Invalid { kind: kind.kind, name, causes: vec![("metadata.name".into(), message)] });
+        return Err(ApiError::Invalid {
+            kind: kind.qualified_kind,
+            name,
+            causes: vec![("metadata.name".into(), message)],
+        });
     }
     if let Some(ns) = namespace {
         match meta["namespace"].as_str() {
@@ -85,30 +132,45 @@ pub(super) async fn create_object(
                 ));
             }
         }
-        if store
-            .get(&format!("/registry/namespaces/{ns}"), None)
-            .await
-            .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
-            .is_none()
-        {
-            return Err(ApiError::NotFound { resource: "namespaces", name: ns.to_owned() });
-        }
+        check_namespace(store, kind, ns, &name).await?;
+    }
+    // What only the server sets: identity, time, and no deletion in progress.
+    for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"] {
+        meta.as_object_mut().map(|m| m.remove(field));
     }
     meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
     meta["creationTimestamp"] = json!(now_rfc3339());
+    if kind.generation {
+        meta["generation"] = json!(1);
+    }
+    // A new object's status is the server's to fill (nodes report their own on registration).
+    if kind.has(Subresource::Status) && kind.plural != "nodes" {
+        object["status"] = json!({});
+    }
     (kind.defaults)(&mut object);
     if namespace.is_none() {
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
+    invalid(kind, &object, (kind.validate)(&object))?;
     let key = object_key(kind, namespace, &name);
-    if dry_run {
-        return match store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))? {
-            Some(_) => Err(ApiError::AlreadyExists { resource: kind.plural, name }),
-            None => Ok(object),
-        };
+    // A dry run, or a write that allocates (a service's IP), first checks the name is free,
+    // so re-creating an object says AlreadyExists rather than that its IP is taken.
+    if dry_run || kind.plural == "services" {
+        if store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.resource, &name))?.is_some() {
+            return Err(ApiError::AlreadyExists { resource: kind.resource, name });
+        }
+        if dry_run {
+            return Ok(object);
+        }
     }
-    let kv = store.create(&key, encode(&object)?).await.map_err(|e| ApiError::from_store(e, kind.plural, &name))?;
-    with_revision(&kv)
+    let allocated = services::allocate(state, kind, &mut object, None).await?;
+    match store.create(&key, encode(&object)?).await {
+        Ok(kv) => with_revision(&kv),
+        Err(e) => {
+            services::release(state, &allocated).await;
+            Err(ApiError::from_store(e, kind.resource, &name))
+        }
+    }
 }
 
 pub(super) async fn get_object(
@@ -118,82 +180,143 @@ pub(super) async fn get_object(
     name: &str,
 ) -> Result<Value, ApiError> {
     let key = object_key(kind, namespace, name);
-    match store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.plural, name))? {
+    match store.get(&key, None).await.map_err(|e| ApiError::from_store(e, kind.resource, name))? {
         Some(kv) => with_revision(&kv),
-        None => Err(ApiError::NotFound { resource: kind.plural, name: name.to_owned() }),
+        None => Err(ApiError::NotFound { resource: kind.resource, name: name.to_owned() }),
     }
 }
 
+/// Reads the stored object, or 404.
+pub(super) async fn current(store: &Store, kind: &Kind, key: &str, name: &str) -> Result<KeyValue, ApiError> {
+    store
+        .get(key, None)
+        .await
+        .map_err(|e| ApiError::from_store(e, kind.resource, name))?
+        .ok_or_else(|| ApiError::NotFound { resource: kind.resource, name: name.to_owned() })
+}
+
+pub(super) fn parse_revision(rv: &str) -> Result<i64, ApiError> {
+    rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
+}
+
 pub(super) async fn update_object(
-    store: &Store,
+    state: &State,
     kind: &Kind,
     namespace: Option<&str>,
     name: &str,
-    mut object: Value,
+    object: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     if object["metadata"]["name"].as_str() != Some(name) {
         return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
     }
-    let key = object_key(kind, namespace, name);
-    let current = store
-        .get(&key, None)
-        .await
-        .map_err(|e| ApiError::from_store(e, kind.plural, name))?
-        .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.to_owned() })?;
-    if let (Some(ns), Some(found)) = (namespace, object["metadata"]["namespace"].as_str()) {
-        if !found.is_empty() && found != ns {
-            return Err(ApiError::BadRequest(
-                "the namespace of the provided object does not match the namespace sent on the request".into(),
-            ));
-        }
+    if let (Some(ns), Some(found)) = (namespace, object["metadata"]["namespace"].as_str())
+        && !found.is_empty()
+        && found != ns
+    {
+        return Err(ApiError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request".into(),
+        ));
     }
+    let key = object_key(kind, namespace, name);
+    let current = current(&state.store, kind, &key, name).await?;
     let expected = match object["metadata"]["resourceVersion"].as_str() {
         // No resourceVersion: an unconditional update, which upstream allows for these kinds.
         None | Some("") | Some("0") => current.mod_revision,
-        Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+        Some(rv) => parse_revision(rv)?,
     };
-    keep_immutable(kind, &mut object, &current, namespace)?;
+    store_update(state, kind, namespace, name, object, &current, expected, Scope::Object, dry_run).await
+}
+
+/// Which part of an object a write may change: the object (spec and metadata) or its status.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    Object,
+    Status,
+}
+
+/// Writes `object` over `current` if the store still holds revision `expected`: carries over
+/// what the client may not change, validates, and finishes a deletion whose last finalizer
+/// went.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn store_update(
+    state: &State,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    object: Value,
+    current: &KeyValue,
+    expected: i64,
+    scope: Scope,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut object = match scope {
+        Scope::Object => object,
+        // A status write changes the status only, as upstream's status strategies.
+        Scope::Status => {
+            let mut merged = stored.clone();
+            merged["status"] = object["status"].clone();
+            merged["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
+            merged
+        }
+    };
+    keep_immutable(kind, &mut object, &stored, namespace, scope)?;
+    let key = object_key(kind, namespace, name);
+    let allocated =
+        if dry_run { Vec::new() } else { services::allocate(state, kind, &mut object, Some(&stored)).await? };
+    let finished = object["metadata"]["deletionTimestamp"].is_string()
+        && object["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+        && object["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
+        && !blocked_by_spec_finalizers(kind, &object);
     if dry_run {
-        return with_revision(&KeyValue { value: encode(&object)?, ..current });
+        return with_revision(&KeyValue { value: encode(&object)?, ..current.clone() });
     }
-    let kv =
-        store.update(&key, encode(&object)?, expected).await.map_err(|e| ApiError::from_store(e, kind.plural, name))?;
-    with_revision(&kv)
+    if finished {
+        // The last finalizer is gone from an object being deleted: it goes now.
+        let deleted =
+            state.store.delete(&key, Some(expected)).await.map_err(|e| ApiError::from_store(e, kind.resource, name))?;
+        services::release(state, &services::held(kind, &stored)).await;
+        object["metadata"]["resourceVersion"] = json!(deleted.revision.to_string());
+        return Ok(object);
+    }
+    match state.store.update(&key, encode(&object)?, expected).await {
+        Ok(kv) => {
+            services::release(state, &services::dropped(kind, &stored, &object)).await;
+            with_revision(&kv)
+        }
+        Err(e) => {
+            services::release(state, &allocated).await;
+            Err(ApiError::from_store(e, kind.resource, name))
+        }
+    }
+}
+
+/// A namespace waits for its own `spec.finalizers` (the namespace controller's) as well.
+fn blocked_by_spec_finalizers(kind: &Kind, object: &Value) -> bool {
+    kind.plural == "namespaces" && object["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }
 
 /// How often a patch is re-applied when another write raced it, as upstream's GuaranteedUpdate.
 pub(super) const PATCH_ATTEMPTS: usize = 5;
 
+/// Applies a JSON or merge patch to the stored object, retrying if another write races it.
 pub(super) async fn patch_object(
-    store: &Store,
+    state: &State,
     kind: &Kind,
     namespace: Option<&str>,
     name: &str,
     patch: PatchBody,
+    scope: Scope,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     let key = object_key(kind, namespace, name);
-    let invalid = |message: String| ApiError::Invalid {
-        kind: kind.kind,
-        name: name.to_owned(),
-        causes: vec![("patch".into(), message)],
-    };
     for _ in 0..PATCH_ATTEMPTS {
-        let current = store
-            .get(&key, None)
-            .await
-            .map_err(|e| ApiError::from_store(e, kind.plural, name))?
-            .ok_or_else(|| ApiError::NotFound { resource: kind.plural, name: name.to_owned() })?;
+        let current = current(&state.store, kind, &key, name).await?;
         let mut object = with_revision(&current)?;
-        match &patch {
-            PatchBody::Json(operations) => {
-                json_patch::patch(&mut object, operations).map_err(|e| invalid(e.to_string()))?
-            }
-            PatchBody::Merge(merge) => json_patch::merge(&mut object, merge),
-        }
+        apply_patch(kind, name, &mut object, &patch)?;
         if object["metadata"]["name"].as_str() != Some(name) {
-            return Err(invalid("metadata.name: field is immutable".into()));
+            return Err(patch_invalid(kind, name, "metadata.name: field is immutable".into()));
         }
         // A resourceVersion the patch sets is a precondition; otherwise a race is retried.
         let pinned = object["metadata"]["resourceVersion"]
@@ -201,71 +324,91 @@ pub(super) async fn patch_object(
             .filter(|rv| *rv != current.mod_revision.to_string())
             .map(str::to_owned);
         let expected = match &pinned {
-            Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+            Some(rv) => parse_revision(rv)?,
             None => current.mod_revision,
         };
-        let mut patched = (kind.normalize)(object)
-            .map_err(|e| ApiError::BadRequest(format!("the patched object is not a valid {}: {e}", kind.kind)))?;
-        patched["apiVersion"] = json!("v1");
-        patched["kind"] = json!(kind.kind);
-        (kind.prepare)(&mut patched);
-        keep_immutable(kind, &mut patched, &current, namespace)?;
-        if dry_run {
-            return with_revision(&KeyValue { value: encode(&patched)?, ..current });
-        }
-        match store.update(&key, encode(&patched)?, expected).await {
-            Ok(kv) => return with_revision(&kv),
-            Err(rkube_store::StoreError::Conflict { .. }) if pinned.is_none() => continue,
-            Err(e) => return Err(ApiError::from_store(e, kind.plural, name)),
+        let patched = normalize(kind, object)
+            .map_err(|_| ApiError::BadRequest(format!("the patched object is not a valid {}", kind.kind)))?;
+        match store_update(state, kind, namespace, name, patched, &current, expected, scope, dry_run).await {
+            Err(ApiError::Conflict { .. }) if pinned.is_none() => continue,
+            other => return other,
         }
     }
-    Err(ApiError::Conflict { resource: kind.plural, name: name.to_owned() })
+    Err(ApiError::Conflict { resource: kind.resource, name: name.to_owned() })
 }
 
-/// Carries the fields a client may not change over from the stored object, and defaults what
-/// the client left out, as upstream's update strategies do.
+fn patch_invalid(kind: &Kind, name: &str, message: String) -> ApiError {
+    ApiError::Invalid { kind: kind.qualified_kind, name: name.to_owned(), causes: vec![("patch".into(), message)] }
+}
+
+pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, patch: &PatchBody) -> Result<(), ApiError> {
+    match patch {
+        PatchBody::Json(operations) => {
+            json_patch::patch(object, operations).map_err(|e| patch_invalid(kind, name, e.to_string()))
+        }
+        PatchBody::Merge(merge) => {
+            json_patch::merge(object, merge);
+            Ok(())
+        }
+    }
+}
+
+/// Carries the fields a client may not change over from the stored object, defaults what the
+/// client left out, bumps the generation on spec changes, and validates, as upstream's update
+/// strategies do.
 pub(super) fn keep_immutable(
     kind: &Kind,
     object: &mut Value,
-    current: &KeyValue,
+    stored: &Value,
     namespace: Option<&str>,
+    scope: Scope,
 ) -> Result<(), ApiError> {
-    let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
     (kind.defaults)(object);
-    for field in ["uid", "creationTimestamp", "namespace"] {
-        object["metadata"][field] = stored["metadata"][field].clone();
+    for field in
+        ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"]
+    {
+        match stored["metadata"].get(field) {
+            Some(value) => object["metadata"][field] = value.clone(),
+            None => {
+                object["metadata"].as_object_mut().map(|m| m.remove(field));
+            }
+        }
     }
-    // Status is written through the status subresource only.
-    if stored.get("status").is_some() {
-        object["status"] = stored["status"].clone();
+    // Status is written through the status subresource only, where it has one.
+    if scope == Scope::Object && kind.has(Subresource::Status) {
+        match stored.get("status") {
+            Some(status) => object["status"] = status.clone(),
+            None => {
+                object.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
     }
-    let causes = (kind.check_update)(&stored, object);
-    if !causes.is_empty() {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        return Err(ApiError::Invalid { kind: kind.kind, name, causes });
+    // Deployments count annotation changes too (the deprecated rollback annotation lived there).
+    let annotations_count =
+        kind.plural == "deployments" && stored["metadata"]["annotations"] != object["metadata"]["annotations"];
+    if kind.generation && (stored["spec"] != object["spec"] || annotations_count) {
+        let generation = stored["metadata"]["generation"].as_i64().unwrap_or(0);
+        object["metadata"]["generation"] = json!(generation + 1);
     }
+    if stored["metadata"]["deletionTimestamp"].is_string() {
+        let before = stored["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let added = object["metadata"]["finalizers"].as_array().into_iter().flatten().any(|f| !before.contains(f));
+        if added {
+            return invalid(
+                kind,
+                object,
+                vec![(
+                    "metadata.finalizers".into(),
+                    "Forbidden: no new finalizers can be added if the object is being deleted".into(),
+                )],
+            );
+        }
+    }
+    let mut causes = (kind.validate)(object);
+    causes.extend((kind.check_update)(stored, object));
+    invalid(kind, object, causes)?;
     if namespace.is_none() {
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
     Ok(())
-}
-
-/// A DELETE body's DeleteOptions: the resourceVersion precondition, and whether `dryRun`
-/// (which kubectl sends here rather than in the query) asks for a dry run.
-pub(super) fn delete_options(body: &[u8]) -> Result<(Option<i64>, bool), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, false));
-    }
-    let options: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
-    let expected = match options["preconditions"]["resourceVersion"].as_str() {
-        Some(rv) => Some(rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?),
-        None => None,
-    };
-    let dry_run = match &options["dryRun"] {
-        Value::Null => false,
-        Value::Array(values) if values.iter().all(|v| v == "All") => !values.is_empty(),
-        other => return Err(ApiError::BadRequest(format!("unsupported dryRun value {other}: only All is supported"))),
-    };
-    Ok((expected, dry_run))
 }

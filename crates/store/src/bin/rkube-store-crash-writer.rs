@@ -35,7 +35,7 @@ async fn write_forever(store: Store, prefix: String) {
         let kv = store.create(&key, value.into()).await.expect("create");
         ack(&key, kv.mod_revision, &kv.value);
         // Every other key is also rewritten, so recovery covers updates as well as creates.
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let value = payload(&key, 1);
             let kv = store.update(&key, value.into(), kv.mod_revision).await.expect("update");
             ack(&key, kv.mod_revision, &kv.value);

@@ -1,0 +1,670 @@
+//! `kubectl get` columns for each kind, as upstream's printers
+//! (`pkg/printers/internalversion/printers.go`) compute them. Pure: an object in, a cell out.
+
+use serde_json::{Value, json};
+
+use crate::table::{AGE, Column, NAME, human_duration};
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+fn or_none(s: String) -> Value {
+    json!(if s.is_empty() { "<none>".to_owned() } else { s })
+}
+
+fn since(timestamp: &Value) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text(timestamp), &time::format_description::well_known::Rfc3339).ok()?;
+    Some((time::OffsetDateTime::now_utc() - t).whole_seconds())
+}
+
+fn age_of(timestamp: &Value) -> Value {
+    json!(since(timestamp).map_or("<unknown>".to_owned(), human_duration))
+}
+
+/// `k=v,k2=v2` of a string map, sorted as Go prints maps.
+fn pairs(map: &Value) -> String {
+    let mut entries: Vec<String> =
+        map.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
+    entries.sort();
+    entries.join(",")
+}
+
+/// A label selector object in its string form.
+fn selector(s: &Value) -> Value {
+    match crate::selector::LabelSelector::from_object(s) {
+        Ok(parsed) if !parsed.is_empty() => json!(parsed.to_query()),
+        _ => json!("<none>"),
+    }
+}
+
+pub(super) const DEFAULT: &[Column] = &[NAME, AGE];
+
+pub(super) const NAMESPACE: &[Column] =
+    &[NAME, Column::new("Status", "The status of the namespace", |o| o["status"]["phase"].clone()), AGE];
+
+pub(super) const CONFIGMAP: &[Column] = &[
+    NAME,
+    Column::new("Data", "Number of data entries", |o| {
+        let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
+        json!(count("data") + count("binaryData"))
+    })
+    .integer(),
+    AGE,
+];
+
+pub(super) const SECRET: &[Column] = &[
+    NAME,
+    Column::new("Type", "The type of the secret", |o| o["type"].clone()),
+    Column::new("Data", "Number of data entries", |o| json!(o["data"].as_object().map_or(0, |m| m.len()))).integer(),
+    AGE,
+];
+
+pub(super) const SERVICEACCOUNT: &[Column] = &[
+    NAME,
+    Column::new("Secrets", "Number of secrets referenced by the service account", |o| json!(len(&o["secrets"])))
+        .integer(),
+    AGE,
+];
+
+const POD_DESCRIPTION: &str = "The aggregate readiness state of this pod for accepting traffic.";
+
+pub(super) const POD: &[Column] = &[
+    NAME,
+    Column::new("Ready", POD_DESCRIPTION, |o| {
+        let statuses = o["status"]["containerStatuses"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let ready = statuses.iter().filter(|s| s["ready"] == json!(true)).count();
+        json!(format!("{ready}/{}", len(&o["spec"]["containers"])))
+    }),
+    Column::new("Status", "The aggregate status of the containers in this pod.", |o| json!(pod_status(o))),
+    Column::new("Restarts", "The number of times the containers in this pod have been restarted.", |o| {
+        json!(pod_restarts(o))
+    }),
+    AGE,
+    Column::new("IP", "IP address assigned to pod", |o| or_none(text(&o["status"]["podIP"]).to_owned())).wide(),
+    Column::new("Node", "Name of the node assigned to the pod", |o| or_none(text(&o["spec"]["nodeName"]).to_owned()))
+        .wide(),
+    Column::new("Nominated Node", "Name of the node nominated for the pod", |o| {
+        or_none(text(&o["status"]["nominatedNodeName"]).to_owned())
+    })
+    .wide(),
+    Column::new("Readiness Gates", "Readiness gates of the pod", |o| {
+        let gates = o["spec"]["readinessGates"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if gates.is_empty() {
+            return json!("<none>");
+        }
+        let conditions = o["status"]["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let met = gates
+            .iter()
+            .filter(|g| conditions.iter().any(|c| c["type"] == g["conditionType"] && c["status"] == "True"))
+            .count();
+        json!(format!("{met}/{}", gates.len()))
+    })
+    .wide(),
+];
+
+/// The STATUS column of a pod: the phase, refined by container states as upstream prints it.
+pub(super) fn pod_status(pod: &Value) -> String {
+    let status = &pod["status"];
+    let mut reason = text(&status["phase"]).to_owned();
+    if let Some(r) = status["reason"].as_str().filter(|r| !r.is_empty()) {
+        reason = r.to_owned();
+    }
+    let init_total = len(&pod["spec"]["initContainers"]);
+    let mut initializing = false;
+    for (i, c) in status["initContainerStatuses"].as_array().into_iter().flatten().enumerate() {
+        let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+        if terminated.is_object() && terminated["exitCode"] == json!(0) {
+            continue;
+        }
+        if c["started"] == json!(true) && c["ready"] == json!(true) && c["state"]["running"].is_object() {
+            // A restartable (sidecar) init container that is running counts as done.
+            continue;
+        }
+        initializing = true;
+        reason = if terminated.is_object() {
+            match (text(&terminated["reason"]), terminated["signal"].as_i64().unwrap_or(0)) {
+                ("", 0) => format!("Init:ExitCode:{}", terminated["exitCode"].as_i64().unwrap_or(0)),
+                ("", signal) => format!("Init:Signal:{signal}"),
+                (r, _) => format!("Init:{r}"),
+            }
+        } else if waiting.is_object() && !text(&waiting["reason"]).is_empty() && waiting["reason"] != "PodInitializing"
+        {
+            format!("Init:{}", text(&waiting["reason"]))
+        } else {
+            format!("Init:{i}/{init_total}")
+        };
+        break;
+    }
+    if !initializing {
+        let mut has_running = false;
+        let statuses = status["containerStatuses"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for c in statuses.iter().rev() {
+            let state = &c["state"];
+            if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_owned();
+            } else if state["terminated"].is_object() {
+                let t = &state["terminated"];
+                reason = match (text(&t["reason"]), t["signal"].as_i64().unwrap_or(0)) {
+                    ("", 0) => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+                    ("", signal) => format!("Signal:{signal}"),
+                    (r, _) => r.to_owned(),
+                };
+            } else if state["running"].is_object() && c["ready"] == json!(true) {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if ready { "Running" } else { "NotReady" }.to_owned();
+        }
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        reason = if status["reason"] == "NodeLost" { "Unknown" } else { "Terminating" }.to_owned();
+    }
+    reason
+}
+
+/// The RESTARTS column: the sum over containers, with how long ago the last one was.
+fn pod_restarts(pod: &Value) -> String {
+    let mut restarts = 0;
+    let mut last: Option<i64> = None;
+    let status = &pod["status"];
+    for list in ["initContainerStatuses", "containerStatuses"] {
+        for c in status[list].as_array().into_iter().flatten() {
+            restarts += c["restartCount"].as_i64().unwrap_or(0);
+            if let Some(ago) = since(&c["lastState"]["terminated"]["finishedAt"]) {
+                last = Some(last.map_or(ago, |l: i64| l.min(ago)));
+            }
+        }
+    }
+    match last {
+        Some(ago) if restarts > 0 => format!("{restarts} ({} ago)", human_duration(ago)),
+        _ => restarts.to_string(),
+    }
+}
+
+fn ports(o: &Value) -> String {
+    let ports: Vec<String> = o["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                None => format!("{}/{protocol}", p["port"]),
+            }
+        })
+        .collect();
+    ports.join(",")
+}
+
+fn external_ip(o: &Value) -> String {
+    let spec = &o["spec"];
+    let external: Vec<String> =
+        spec["externalIPs"].as_array().into_iter().flatten().map(|v| text(v).to_owned()).collect();
+    match text(&spec["type"]) {
+        "ExternalName" => text(&spec["externalName"]).to_owned(),
+        "LoadBalancer" => {
+            let mut ips: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| text(if i["ip"].is_string() { &i["ip"] } else { &i["hostname"] }).to_owned())
+                .collect();
+            ips.extend(external);
+            if ips.is_empty() { "<pending>".into() } else { ips.join(",") }
+        }
+        _ if !external.is_empty() => external.join(","),
+        _ => "<none>".into(),
+    }
+}
+
+pub(super) const SERVICE: &[Column] = &[
+    NAME,
+    Column::new("Type", "The type of the service.", |o| o["spec"]["type"].clone()),
+    Column::new("Cluster-IP", "The IP address of the service.", |o| or_none(text(&o["spec"]["clusterIP"]).into())),
+    Column::new("External-IP", "The external IP address of the service.", |o| json!(external_ip(o))),
+    Column::new("Port(s)", "The ports of the service.", |o| or_none(ports(o))),
+    AGE,
+    Column::new("Selector", "The label selector of the service.", |o| or_none(pairs(&o["spec"]["selector"]))).wide(),
+];
+
+pub(super) const ENDPOINTS: &[Column] = &[
+    NAME,
+    Column::new("Endpoints", "Endpoints of the service.", |o| {
+        let mut shown = Vec::new();
+        let mut total = 0;
+        for subset in o["subsets"].as_array().into_iter().flatten() {
+            for address in subset["addresses"].as_array().into_iter().flatten() {
+                let ports: Vec<&Value> = subset["ports"].as_array().into_iter().flatten().collect();
+                if ports.is_empty() {
+                    total += 1;
+                    shown.push(text(&address["ip"]).to_owned());
+                }
+                for port in ports {
+                    total += 1;
+                    shown.push(format!("{}:{}", text(&address["ip"]), port["port"]));
+                }
+            }
+        }
+        if shown.len() > 3 {
+            let more = total - 3;
+            shown.truncate(3);
+            return json!(format!("{} + {more} more...", shown.join(",")));
+        }
+        or_none(shown.join(","))
+    }),
+    AGE,
+];
+
+fn node_status(o: &Value) -> String {
+    let mut states: Vec<&str> = Vec::new();
+    for c in o["status"]["conditions"].as_array().into_iter().flatten() {
+        if c["type"] == "Ready" {
+            states.push(match text(&c["status"]) {
+                "True" => "Ready",
+                "False" => "NotReady",
+                _ => "Unknown",
+            });
+        }
+    }
+    if states.is_empty() {
+        states.push("Unknown");
+    }
+    if o["spec"]["unschedulable"] == json!(true) {
+        states.push("SchedulingDisabled");
+    }
+    states.join(",")
+}
+
+fn node_address(o: &Value, kind: &str) -> Value {
+    let address = o["status"]["addresses"].as_array().into_iter().flatten().find(|a| a["type"] == kind);
+    or_none(address.map(|a| text(&a["address"]).to_owned()).unwrap_or_default())
+}
+
+pub(super) const NODE: &[Column] = &[
+    NAME,
+    Column::new("Status", "The status of the node", |o| json!(node_status(o))),
+    Column::new("Roles", "The roles of the node", |o| {
+        let mut roles: Vec<String> = o["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_owned))
+            .filter(|r| !r.is_empty())
+            .collect();
+        roles.sort();
+        or_none(roles.join(","))
+    }),
+    AGE,
+    Column::new("Version", "Kubelet Version reported by the node.", |o| {
+        o["status"]["nodeInfo"]["kubeletVersion"].clone()
+    }),
+    Column::new("Internal-IP", "List of internal IPs in the node.", |o| node_address(o, "InternalIP")).wide(),
+    Column::new("External-IP", "List of external IPs in the node.", |o| node_address(o, "ExternalIP")).wide(),
+    Column::new("OS-Image", "OS image reported by the node.", |o| o["status"]["nodeInfo"]["osImage"].clone()).wide(),
+    Column::new("Kernel-Version", "Kernel version reported by the node.", |o| {
+        o["status"]["nodeInfo"]["kernelVersion"].clone()
+    })
+    .wide(),
+    Column::new("Container-Runtime", "Container runtime reported by the node.", |o| {
+        o["status"]["nodeInfo"]["containerRuntimeVersion"].clone()
+    })
+    .wide(),
+];
+
+pub(super) const EVENT: &[Column] = &[
+    Column::new("Last Seen", "Time when last this event was seen.", |o| {
+        let last = if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else { &o["eventTime"] };
+        age_of(last)
+    }),
+    Column::new("Type", "Type of this event.", |o| o["type"].clone()),
+    Column::new("Reason", "Reason why this event was generated.", |o| o["reason"].clone()),
+    Column::new("Object", "The object this event is about.", |o| {
+        let involved = &o["involvedObject"];
+        json!(format!("{}/{}", text(&involved["kind"]).to_lowercase(), text(&involved["name"])))
+    }),
+    Column::new("Subobject", "The subobject this event is about.", |o| o["involvedObject"]["fieldPath"].clone()).wide(),
+    Column::new("Source", "The component reporting this event.", |o| {
+        let source = &o["source"];
+        let host = text(&source["host"]);
+        json!(if host.is_empty() {
+            text(&source["component"]).to_owned()
+        } else {
+            format!("{}, {host}", text(&source["component"]))
+        })
+    })
+    .wide(),
+    Column::new("Message", "A human-readable description of the status of this operation.", |o| {
+        json!(text(&o["message"]).trim())
+    }),
+    Column::new("First Seen", "Time when this event was first seen.", |o| age_of(&o["firstTimestamp"])).wide(),
+    Column::new("Count", "Number of times this event has been seen.", |o| o["count"].clone()).integer().wide(),
+    Column { priority: 1, ..NAME },
+];
+
+pub(super) const PV: &[Column] = &[
+    NAME,
+    Column::new("Capacity", "Capacity of the volume", |o| o["spec"]["capacity"]["storage"].clone()),
+    Column::new("Access Modes", "Access modes of the volume", |o| json!(access_modes(&o["spec"]["accessModes"]))),
+    Column::new("Reclaim Policy", "Reclaim policy", |o| o["spec"]["persistentVolumeReclaimPolicy"].clone()),
+    Column::new("Status", "Phase of the volume", |o| o["status"]["phase"].clone()),
+    Column::new("Claim", "The claim bound to the volume", |o| {
+        let claim = &o["spec"]["claimRef"];
+        json!(if claim.is_object() {
+            format!("{}/{}", text(&claim["namespace"]), text(&claim["name"]))
+        } else {
+            String::new()
+        })
+    }),
+    Column::new("StorageClass", "Storage class of the volume", |o| json!(text(&o["spec"]["storageClassName"]))),
+    Column::new("VolumeAttributesClass", "Volume attributes class", |o| {
+        or_none(text(&o["spec"]["volumeAttributesClassName"]).to_owned())
+    }),
+    Column::new("Reason", "Reason for the phase", |o| json!(text(&o["status"]["reason"]))),
+    AGE,
+    Column::new("VolumeMode", "Volume mode", |o| o["spec"]["volumeMode"].clone()).wide(),
+];
+
+fn access_modes(modes: &Value) -> String {
+    let short: Vec<&str> = modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match text(m) {
+            "ReadWriteOnce" => Some("RWO"),
+            "ReadOnlyMany" => Some("ROX"),
+            "ReadWriteMany" => Some("RWX"),
+            "ReadWriteOncePod" => Some("RWOP"),
+            _ => None,
+        })
+        .collect();
+    short.join(",")
+}
+
+pub(super) const PVC: &[Column] = &[
+    NAME,
+    Column::new("Status", "Phase of the claim", |o| o["status"]["phase"].clone()),
+    Column::new("Volume", "The volume bound to the claim", |o| json!(text(&o["spec"]["volumeName"]))),
+    Column::new("Capacity", "Capacity of the bound volume", |o| json!(text(&o["status"]["capacity"]["storage"]))),
+    Column::new("Access Modes", "Access modes of the bound volume", |o| {
+        json!(access_modes(&o["status"]["accessModes"]))
+    }),
+    Column::new("StorageClass", "Storage class of the claim", |o| json!(text(&o["spec"]["storageClassName"]))),
+    Column::new("VolumeAttributesClass", "Volume attributes class", |o| {
+        or_none(text(&o["spec"]["volumeAttributesClassName"]).to_owned())
+    }),
+    AGE,
+    Column::new("VolumeMode", "Volume mode", |o| o["spec"]["volumeMode"].clone()).wide(),
+];
+
+/// The CONTAINERS and IMAGES columns of a workload's pod template.
+fn template_field(o: &Value, field: &str) -> Value {
+    let template = if o["spec"]["jobTemplate"].is_object() {
+        &o["spec"]["jobTemplate"]["spec"]["template"]
+    } else {
+        &o["spec"]["template"]
+    };
+    let values: Vec<&str> =
+        template["spec"]["containers"].as_array().into_iter().flatten().map(|c| text(&c[field])).collect();
+    json!(values.join(","))
+}
+
+const CONTAINERS: Column =
+    Column::new("Containers", "Names of each container in the template.", |o| template_field(o, "name")).wide();
+const IMAGES: Column =
+    Column::new("Images", "Images referenced by each container in the template.", |o| template_field(o, "image"))
+        .wide();
+const SELECTOR: Column =
+    Column::new("Selector", "Label selector of the workload.", |o| selector(&o["spec"]["selector"])).wide();
+
+fn count(v: &Value) -> Value {
+    json!(v.as_i64().unwrap_or(0))
+}
+
+pub(super) const DEPLOYMENT: &[Column] = &[
+    NAME,
+    Column::new("Ready", "Number of the pod with ready state", |o| {
+        json!(format!(
+            "{}/{}",
+            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+            o["spec"]["replicas"].as_i64().unwrap_or(0)
+        ))
+    }),
+    Column::new(
+        "Up-to-date",
+        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        |o| count(&o["status"]["updatedReplicas"]),
+    )
+    .integer(),
+    Column::new(
+        "Available",
+        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        |o| count(&o["status"]["availableReplicas"]),
+    )
+    .integer(),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+pub(super) const REPLICA_SET: &[Column] = &[
+    NAME,
+    Column::new("Desired", "Number of desired pods", |o| count(&o["spec"]["replicas"])).integer(),
+    Column::new("Current", "Number of actual pods", |o| count(&o["status"]["replicas"])).integer(),
+    Column::new("Ready", "Number of ready pods", |o| count(&o["status"]["readyReplicas"])).integer(),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+pub(super) const REPLICATION_CONTROLLER: &[Column] = REPLICA_SET;
+
+pub(super) const STATEFUL_SET: &[Column] = &[
+    NAME,
+    Column::new("Ready", "Number of the pod with ready state", |o| {
+        json!(format!(
+            "{}/{}",
+            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+            o["spec"]["replicas"].as_i64().unwrap_or(0)
+        ))
+    }),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+];
+
+pub(super) const DAEMON_SET: &[Column] = &[
+    NAME,
+    Column::new("Desired", "The desired number of daemon pods.", |o| count(&o["status"]["desiredNumberScheduled"]))
+        .integer(),
+    Column::new("Current", "The current number of daemon pods.", |o| count(&o["status"]["currentNumberScheduled"]))
+        .integer(),
+    Column::new("Ready", "The number of daemon pods ready.", |o| count(&o["status"]["numberReady"])).integer(),
+    Column::new("Up-to-date", "The number of daemon pods that run the desired template.", |o| {
+        count(&o["status"]["updatedNumberScheduled"])
+    })
+    .integer(),
+    Column::new("Available", "The number of daemon pods available.", |o| count(&o["status"]["numberAvailable"]))
+        .integer(),
+    Column::new("Node Selector", "The node selector of the daemon pods.", |o| {
+        or_none(pairs(&o["spec"]["template"]["spec"]["nodeSelector"]))
+    }),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+pub(super) const CONTROLLER_REVISION: &[Column] = &[
+    NAME,
+    Column::new("Controller", "The controller of the revision.", |o| {
+        let owner =
+            o["metadata"]["ownerReferences"].as_array().into_iter().flatten().find(|r| r["controller"] == json!(true));
+        or_none(
+            owner
+                .map(|r| {
+                    let group = text(&r["apiVersion"]).split_once('/').map_or("", |(g, _)| g);
+                    let kind = text(&r["kind"]).to_lowercase();
+                    let kind = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+                    format!("{kind}/{}", text(&r["name"]))
+                })
+                .unwrap_or_default(),
+        )
+    }),
+    Column::new("Revision", "The revision number.", |o| count(&o["revision"])).integer(),
+    AGE,
+];
+
+fn job_status(o: &Value) -> &'static str {
+    let conditions = o["status"]["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let holds = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+    if holds("Failed") {
+        "Failed"
+    } else if holds("Complete") {
+        "Complete"
+    } else if holds("FailureTarget") {
+        "FailureTarget"
+    } else if holds("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else if holds("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+pub(super) const JOB: &[Column] = &[
+    NAME,
+    Column::new("Status", "Status of the job.", |o| json!(job_status(o))),
+    Column::new("Completions", "The completion status of the job.", |o| {
+        let succeeded = o["status"]["succeeded"].as_i64().unwrap_or(0);
+        json!(match o["spec"]["completions"].as_i64() {
+            Some(completions) => format!("{succeeded}/{completions}"),
+            None => format!("{succeeded}/1 of {}", o["spec"]["parallelism"].as_i64().unwrap_or(1)),
+        })
+    }),
+    Column::new("Duration", "Time required to complete the job.", |o| {
+        let status = &o["status"];
+        let Some(started) = since(&status["startTime"]) else { return json!("") };
+        let running = match since(&status["completionTime"]) {
+            Some(finished) => started - finished,
+            None => started,
+        };
+        json!(human_duration(running))
+    }),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+pub(super) const CRON_JOB: &[Column] = &[
+    NAME,
+    Column::new("Schedule", "The schedule of the job.", |o| o["spec"]["schedule"].clone()),
+    Column::new("Timezone", "The time zone of the schedule.", |o| or_none(text(&o["spec"]["timeZone"]).to_owned())),
+    Column::new("Suspend", "Whether the job is suspended.", |o| json!(o["spec"]["suspend"] == json!(true))),
+    Column::new("Active", "The number of running jobs.", |o| json!(len(&o["status"]["active"]))).integer(),
+    Column::new("Last Schedule", "When the job last ran.", |o| {
+        if o["status"]["lastScheduleTime"].is_string() {
+            age_of(&o["status"]["lastScheduleTime"])
+        } else {
+            json!("<none>")
+        }
+    }),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    Column::new("Selector", "Label selector of the job template.", |o| {
+        selector(&o["spec"]["jobTemplate"]["spec"]["selector"])
+    })
+    .wide(),
+];
+
+pub(super) const LEASE: &[Column] =
+    &[NAME, Column::new("Holder", "The holder of the lease.", |o| json!(text(&o["spec"]["holderIdentity"]))), AGE];
+
+pub(super) const ENDPOINT_SLICE: &[Column] = &[
+    NAME,
+    Column::new("AddressType", "The address type of the slice.", |o| o["addressType"].clone()),
+    Column::new("Ports", "The ports of the slice.", |o| {
+        let ports: Vec<String> = o["ports"].as_array().into_iter().flatten().map(|p| p["port"].to_string()).collect();
+        or_none(ports.join(","))
+    }),
+    Column::new("Endpoints", "The addresses of the slice.", |o| {
+        let addresses: Vec<&str> = o["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["addresses"].as_array().into_iter().flatten().map(text))
+            .collect();
+        if addresses.len() > 3 {
+            return json!(format!("{} + {} more...", addresses[..3].join(","), addresses.len() - 3));
+        }
+        or_none(addresses.join(","))
+    }),
+    AGE,
+];
+
+pub(super) const COMPONENT_STATUS: &[Column] = &[
+    NAME,
+    Column::new("Status", "Status of the component.", |o| {
+        let healthy =
+            o["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Healthy" && c["status"] == "True");
+        json!(if healthy { "Healthy" } else { "Unhealthy" })
+    }),
+    Column::new("Message", "Message of the component.", |o| o["conditions"][0]["message"].clone()),
+    Column::new("Error", "Error of the component.", |o| o["conditions"][0]["error"].clone()),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_status_reads_container_states() {
+        let pod = |statuses: Value| json!({"spec": {"containers": [{}]}, "status": {"phase": "Running", "containerStatuses": statuses}});
+        assert_eq!(pod_status(&pod(json!([{"state": {"running": {}}, "ready": true}]))), "Running");
+        assert_eq!(
+            pod_status(&pod(json!([{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]))),
+            "CrashLoopBackOff"
+        );
+        assert_eq!(pod_status(&pod(json!([{"state": {"terminated": {"exitCode": 2}}}]))), "ExitCode:2");
+        let mut deleting = pod(json!([]));
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(pod_status(&deleting), "Terminating");
+        let init = json!({"spec": {"initContainers": [{}, {}]}, "status": {"phase": "Pending",
+            "initContainerStatuses": [{"state": {"terminated": {"exitCode": 0}}}, {"state": {"running": {}}}]}});
+        assert_eq!(pod_status(&init), "Init:1/2");
+    }
+
+    #[test]
+    fn service_columns() {
+        let svc = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9",
+            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}], "selector": {"b": "2", "a": "1"}}});
+        assert_eq!(ports(&svc), "80:30080/TCP");
+        assert_eq!(external_ip(&svc), "<none>");
+        assert_eq!(pairs(&svc["spec"]["selector"]), "a=1,b=2");
+        let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}});
+        assert_eq!(external_ip(&lb), "<pending>");
+    }
+
+    #[test]
+    fn node_status_column() {
+        let node =
+            json!({"spec": {"unschedulable": true}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(node_status(&node), "Ready,SchedulingDisabled");
+    }
+}

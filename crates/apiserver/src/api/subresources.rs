@@ -1,0 +1,294 @@
+//! Subresources: status, scale, pods' binding and eviction, a namespace's finalize, and the
+//! read-only component statuses.
+
+use super::*;
+
+/// PUT `.../status`: writes the status, keeping the rest of the stored object.
+pub(super) async fn update_status(
+    state: &State,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    object: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if object["metadata"]["name"].as_str() != Some(name) {
+        return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
+    }
+    let key = object_key(kind, namespace, name);
+    let current = current(&state.store, kind, &key, name).await?;
+    let expected = match object["metadata"]["resourceVersion"].as_str() {
+        None | Some("") | Some("0") => current.mod_revision,
+        Some(rv) => parse_revision(rv)?,
+    };
+    store_update(state, kind, namespace, name, object, &current, expected, Scope::Status, dry_run).await
+}
+
+/// The `autoscaling/v1` Scale of a scalable object.
+pub(super) fn scale_of(kind: &Kind, object: &Value) -> Value {
+    let meta = &object["metadata"];
+    let selector = match kind.plural {
+        // A ReplicationController's selector is a plain map.
+        "replicationcontrollers" => {
+            let labels = validate::string_map(&object["spec"]["selector"]);
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        }
+        _ => crate::selector::LabelSelector::from_object(&object["spec"]["selector"])
+            .map(|s| s.to_query())
+            .unwrap_or_default(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// Writes a Scale's `spec.replicas` into the object it scales.
+async fn write_scale(
+    state: &State,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    scale: &Value,
+    current: &KeyValue,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let replicas = match &scale["spec"]["replicas"] {
+        Value::Null => 0,
+        value => value.as_i64().filter(|r| (0..=i64::from(i32::MAX)).contains(r)).ok_or_else(|| ApiError::Invalid {
+            kind: "Scale.autoscaling",
+            name: name.to_owned(),
+            causes: vec![(
+                "spec.replicas".into(),
+                format!("Invalid value: {value}: must be greater than or equal to 0"),
+            )],
+        })?,
+    };
+    let expected = match scale["metadata"]["resourceVersion"].as_str() {
+        None | Some("") | Some("0") => current.mod_revision,
+        Some(rv) => parse_revision(rv)?,
+    };
+    let mut object = with_revision(current)?;
+    object["spec"]["replicas"] = json!(replicas);
+    let written = store_update(state, kind, namespace, name, object, current, expected, Scope::Object, dry_run).await?;
+    Ok(scale_of(kind, &written))
+}
+
+pub(super) async fn update_scale(
+    state: &State,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    scale: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let current = current(&state.store, kind, &object_key(kind, namespace, name), name).await?;
+    write_scale(state, kind, namespace, name, &scale, &current, dry_run).await
+}
+
+/// PATCH `.../scale`: the patch applies to the Scale view, as `kubectl scale` sends it.
+pub(super) async fn patch_scale(
+    state: &State,
+    kind: &Kind,
+    namespace: Option<&str>,
+    name: &str,
+    patch: PatchBody,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let key = object_key(kind, namespace, name);
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = current(&state.store, kind, &key, name).await?;
+        let mut scale = scale_of(kind, &with_revision(&current)?);
+        apply_patch(kind, name, &mut scale, &patch)?;
+        let pinned = scale["metadata"]["resourceVersion"] != json!(current.mod_revision.to_string());
+        match write_scale(state, kind, namespace, name, &scale, &current, dry_run).await {
+            Err(ApiError::Conflict { .. }) if !pinned => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::Conflict { resource: kind.resource, name: name.to_owned() })
+}
+
+fn success(code: StatusCode) -> Response {
+    (
+        code,
+        axum::Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()}),
+        ),
+    )
+        .into_response()
+}
+
+/// POST `pods/NAME/binding`: the scheduler assigns the pod to a node, once.
+pub(super) async fn bind_pod(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    binding: Value,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let kind = kinds::core("pods");
+    let target = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::Invalid {
+        kind: "Binding",
+        name: name.to_owned(),
+        causes: vec![("target.name".into(), "Required value".into())],
+    })?;
+    if binding["target"]["kind"].as_str().is_some_and(|k| !k.is_empty() && k != "Node") {
+        return Err(ApiError::Invalid {
+            kind: "Binding",
+            name: name.to_owned(),
+            causes: vec![("target.kind".into(), "Unsupported value: must be empty or \"Node\"".into())],
+        });
+    }
+    let conflict =
+        |message: String| ApiError::Conflicting { resource: "pods/binding".into(), name: name.to_owned(), message };
+    let key = object_key(kind, Some(namespace), name);
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = current(&state.store, kind, &key, name).await?;
+        let mut pod = with_revision(&current)?;
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        if let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(conflict(format!("pod {name} is already assigned to node {node:?}")));
+        }
+        pod["spec"]["nodeName"] = json!(target);
+        for (key, value) in binding["metadata"]["annotations"].as_object().into_iter().flatten() {
+            pod["metadata"]["annotations"][key] = value.clone();
+        }
+        set_condition(&mut pod["status"], json!({"type": "PodScheduled", "status": "True"}));
+        if dry_run {
+            return Ok(success(StatusCode::CREATED));
+        }
+        match state.store.update(&key, encode(&pod)?, current.mod_revision).await {
+            Ok(_) => return Ok(success(StatusCode::CREATED)),
+            Err(rkube_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(e, kind.resource, name)),
+        }
+    }
+    Err(ApiError::Conflict { resource: kind.resource, name: name.to_owned() })
+}
+
+/// Sets a condition by type, stamping the transition time when its status changes.
+pub(super) fn set_condition(status: &mut Value, mut condition: Value) {
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let conditions = status["conditions"].as_array_mut().expect("made an array above");
+    let now = json!(now_rfc3339());
+    match conditions.iter_mut().find(|c| c["type"] == condition["type"]) {
+        Some(existing) if existing["status"] == condition["status"] => {}
+        Some(existing) => {
+            condition["lastTransitionTime"] = now;
+            condition["lastProbeTime"] = Value::Null;
+            *existing = condition;
+        }
+        None => {
+            condition["lastTransitionTime"] = now;
+            condition["lastProbeTime"] = Value::Null;
+            conditions.push(condition);
+        }
+    }
+}
+
+/// POST `pods/NAME/eviction`: a delete that a PodDisruptionBudget can refuse.
+pub(super) async fn evict_pod(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    eviction: Value,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let kind = kinds::core("pods");
+    let pod = get_object(&state.store, kind, Some(namespace), name).await?;
+    let labels = validate::string_map(&pod["metadata"]["labels"]);
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !finished {
+        let budgets = kinds::KINDS.iter().find(|k| k.plural == "poddisruptionbudgets").expect("served");
+        for pdb in list_all(state, budgets, Some(namespace), &ListParams::default()).await? {
+            let selects = crate::selector::LabelSelector::from_object(&pdb["spec"]["selector"])
+                .is_ok_and(|s| !s.is_empty() && s.matches(&labels));
+            if selects && pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) <= 0 {
+                return Err(ApiError::TooManyRequests(format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {} \
+                     needs {} healthy pods and has {} currently",
+                    pdb["metadata"]["name"].as_str().unwrap_or_default(),
+                    pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                    pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                )));
+            }
+        }
+    }
+    let mut options = DeleteOptions::default();
+    options.merge(&eviction["deleteOptions"])?;
+    if dry_run {
+        options.merge(&json!({"dryRun": ["All"]}))?;
+    }
+    delete_object(state, kind, Some(namespace), name, options).await?;
+    Ok(success(StatusCode::CREATED))
+}
+
+/// PUT `namespaces/NAME/finalize`: the namespace controller sets `spec.finalizers`; a
+/// terminating namespace with none left is deleted.
+pub(super) async fn finalize_namespace(
+    state: &State,
+    name: &str,
+    object: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let kind = kinds::core("namespaces");
+    let key = object_key(kind, None, name);
+    let current = current(&state.store, kind, &key, name).await?;
+    let mut namespace = with_revision(&current)?;
+    namespace["spec"]["finalizers"] = match &object["spec"]["finalizers"] {
+        Value::Null => json!([]),
+        finalizers => finalizers.clone(),
+    };
+    store_update(state, kind, None, name, namespace, &current, current.mod_revision, Scope::Object, dry_run).await
+}
+
+/// The components `kubectl get componentstatuses` reports on.
+const COMPONENTS: [&str; 3] = ["scheduler", "controller-manager", "etcd-0"];
+
+pub(super) async fn component_status(state: &State, name: &str) -> Result<Value, ApiError> {
+    if !COMPONENTS.contains(&name) {
+        return Err(ApiError::NotFound { resource: "componentstatuses", name: name.to_owned() });
+    }
+    let (healthy, message, error) = match name {
+        // The store answers for itself.
+        "etcd-0" => match state.store.current_revision().await {
+            Ok(_) => (true, "ok".to_owned(), String::new()),
+            Err(e) => (false, String::new(), e.to_string()),
+        },
+        // The control loops are not part of rkube yet; saying so beats claiming health.
+        _ => (false, String::new(), format!("{name} is not running in this server yet")),
+    };
+    let mut condition =
+        json!({"type": "Healthy", "status": if healthy { "True" } else { "False" }, "message": message});
+    if !error.is_empty() {
+        condition["error"] = json!(error);
+    }
+    Ok(json!({
+        "kind": "ComponentStatus", "apiVersion": "v1",
+        "metadata": {"name": name},
+        "conditions": [condition],
+    }))
+}
+
+pub(super) async fn component_statuses(state: &State, kind: &Kind, params: &ListParams, headers: &HeaderMap) -> Value {
+    let mut items = Vec::new();
+    for name in COMPONENTS {
+        items.push(component_status(state, name).await.expect("a listed component"));
+    }
+    if table::requested(headers) {
+        let include = Include::parse(params.include_object.as_deref());
+        return table::table(kind.columns, &items, include, json!({}), time::OffsetDateTime::now_utc());
+    }
+    json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items})
+}

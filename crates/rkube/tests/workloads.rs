@@ -1,0 +1,249 @@
+//! The workload, service and lifecycle kinds, driven by the real kubectl binaries (1.27 and
+//! 1.33) against a real `rkube server`: defaults, columns, the scale and status subresources,
+//! service IP and port allocation, finalizers, graceful pod deletion and terminating namespaces.
+
+mod common;
+
+use common::ServerProcess;
+use serde_json::Value;
+
+const KUBECTLS: [&str; 2] =
+    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.27", "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"];
+
+const APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: once
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+"#;
+
+/// `kubectl apply` of a manifest into the default namespace, or another with `-n`.
+fn apply(server: &ServerProcess, kubectl: &str, dir: &std::path::Path, name: &str, manifest: &str) -> String {
+    apply_in(server, kubectl, dir, "default", name, manifest)
+}
+
+fn apply_in(
+    server: &ServerProcess,
+    kubectl: &str,
+    dir: &std::path::Path,
+    ns: &str,
+    name: &str,
+    manifest: &str,
+) -> String {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, manifest).unwrap();
+    // Client-side validation needs OpenAPI, which this server does not serve yet.
+    server.ok(kubectl, &["-n", ns, "apply", "--validate=false", "-f", path.to_str().unwrap()])
+}
+
+fn json(server: &ServerProcess, kubectl: &str, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json"]);
+    serde_json::from_str(&server.ok(kubectl, &args)).unwrap()
+}
+
+#[test]
+fn workloads_get_defaults_columns_and_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for (n, kubectl) in KUBECTLS.iter().enumerate() {
+        let ns = format!("apps-{n}");
+        apply(
+            &server,
+            kubectl,
+            dir.path(),
+            "ns",
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        );
+        let applied = apply_in(&server, kubectl, dir.path(), &ns, &ns, APP);
+        assert!(applied.contains("deployment.apps/web created"), "{kubectl}: {applied}");
+
+        let deployment = json(&server, kubectl, &["-n", &ns, "get", "deployment", "web"]);
+        assert_eq!(deployment["metadata"]["generation"], 1);
+        assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(container["ports"][0]["protocol"], "TCP");
+        assert!(container.get("env").is_none(), "no nulls where nothing was given: {container}");
+
+        let wide = server.ok(kubectl, &["-n", &ns, "get", "deployments", "-o", "wide"]);
+        let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+        assert!(wide.lines().nth(1).unwrap().contains("0/3"), "{wide}");
+        assert!(wide.contains("nginx:1.25") && wide.contains("app=web"), "{wide}");
+
+        // kubectl scale goes through the scale subresource; the spec change bumps the generation.
+        server.ok(kubectl, &["-n", &ns, "scale", "deployment", "web", "--replicas=5"]);
+        let deployment = json(&server, kubectl, &["-n", &ns, "get", "deployment", "web"]);
+        assert_eq!(
+            (deployment["spec"]["replicas"].as_i64(), deployment["metadata"]["generation"].as_i64()),
+            (Some(5), Some(2))
+        );
+
+        // The job's pods are tied to it by uid.
+        let job = json(&server, kubectl, &["-n", &ns, "get", "job", "once"]);
+        let uid = job["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid);
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "once");
+        assert_eq!(job["spec"]["backoffLimit"], 6);
+
+        let all = server.ok(kubectl, &["-n", &ns, "get", "all"]);
+        for shown in ["service/web", "deployment.apps/web", "job.batch/once"] {
+            assert!(all.contains(shown), "{kubectl}: get all lacks {shown}: {all}");
+        }
+        let resources = server.ok(kubectl, &["api-resources", "--api-group=apps", "--no-headers"]);
+        assert!(resources.lines().any(|l| l.starts_with("deployments ") && l.contains("deploy")), "{resources}");
+    }
+}
+
+#[test]
+fn invalid_workloads_get_upstream_422s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  selector: {matchLabels: {app: a}}\n  \
+         template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
+    )
+    .unwrap();
+    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    assert!(
+        error.contains(r#"Deployment "bad" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"b"}: `selector` does not match template `labels`"#),
+        "{error}"
+    );
+    std::fs::write(&path, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\n").unwrap();
+    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    assert!(error.contains(r#"Pod "p" is invalid: spec.containers[0].image: Required value"#), "{error}");
+}
+
+#[test]
+fn services_get_unique_cluster_ips_and_node_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[0];
+    let kubernetes = json(&server, kubectl, &["get", "service", "kubernetes"]);
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.43.0.1");
+    let service = |name: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{port: 80}}]\n{extra}")
+    };
+    apply(&server, kubectl, dir.path(), "a", &service("a", "  type: NodePort\n"));
+    apply(&server, kubectl, dir.path(), "b", &service("b", "  clusterIP: 10.43.9.9\n"));
+    let a = json(&server, kubectl, &["get", "service", "a"]);
+    let ip = a["spec"]["clusterIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "{ip}");
+    assert_eq!(a["spec"]["clusterIPs"][0], ip);
+    let node_port = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    assert_eq!(a["spec"]["ports"][0]["targetPort"], 80);
+
+    // A taken IP is refused with upstream's message; deleting its holder frees it.
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, service("c", "  clusterIP: 10.43.9.9\n")).unwrap();
+    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    assert!(error.contains("failed to allocate IP 10.43.9.9: provided IP is already allocated"), "{error}");
+    server.ok(kubectl, &["delete", "service", "b"]);
+    server.ok(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    let outside = dir.path().join("d.yaml");
+    std::fs::write(&outside, service("d", "  clusterIP: 10.99.0.1\n")).unwrap();
+    let error = server.fails(kubectl, &["create", "--validate=false", "-f", outside.to_str().unwrap()]);
+    assert!(error.contains("is not in the valid range"), "{error}");
+
+    let listed = server.ok(kubectl, &["get", "services"]);
+    let row = listed.lines().find(|l| l.starts_with("a ")).unwrap();
+    assert!(row.contains("NodePort") && row.contains(&format!("80:{node_port}/TCP")), "{listed}");
+}
+
+#[test]
+fn finalizers_graceful_pods_and_terminating_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    // A finalizer holds an object: delete marks it, removing the finalizer ends it.
+    apply(
+        &server,
+        kubectl,
+        dir.path(),
+        "held",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n",
+    );
+    server.ok(kubectl, &["delete", "configmap", "held", "--wait=false"]);
+    let held = json(&server, kubectl, &["get", "configmap", "held"]);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let error = server.fails(
+        kubectl,
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/hold","example.com/new"]}}"#,
+        ],
+    );
+    assert!(error.contains("no new finalizers can be added if the object is being deleted"), "{error}");
+    server.ok(kubectl, &["patch", "configmap", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    let gone = server.fails(kubectl, &["get", "configmap", "held"]);
+    assert!(gone.contains(r#"configmaps "held" not found"#), "{gone}");
+
+    // A pod on a node stops gracefully: it shows Terminating until forced.
+    apply(
+        &server,
+        kubectl,
+        dir.path(),
+        "pod",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n",
+    );
+    server.ok(kubectl, &["delete", "pod", "p", "--wait=false"]);
+    let pod = json(&server, kubectl, &["get", "pod", "p"]);
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(server.ok(kubectl, &["get", "pod", "p"]).contains("Terminating"));
+    server.ok(kubectl, &["delete", "pod", "p", "--grace-period=0", "--force"]);
+    assert!(server.fails(kubectl, &["get", "pod", "p"]).contains("not found"));
+
+    // A terminating namespace refuses new content; the system ones cannot be deleted.
+    apply(&server, kubectl, dir.path(), "going", "apiVersion: v1\nkind: Namespace\nmetadata: {name: going}\n");
+    server.ok(kubectl, &["delete", "namespace", "going", "--wait=false"]);
+    let phase = server.ok(kubectl, &["get", "namespace", "going", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Terminating");
+    let held = dir.path().join("held.yaml");
+    let error = server.fails(kubectl, &["-n", "going", "create", "--validate=false", "-f", held.to_str().unwrap()]);
+    assert!(
+        error.contains("unable to create new content in namespace going because it is being terminated"),
+        "{error}"
+    );
+    let error = server.fails(kubectl, &["delete", "namespace", "kube-system"]);
+    assert!(error.contains(r#"namespaces "kube-system" is forbidden: this namespace may not be deleted"#), "{error}");
+}
