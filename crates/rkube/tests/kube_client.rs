@@ -95,13 +95,18 @@ async fn watches_resume_and_patches_apply() {
     let patched = cms.patch("w", &PatchParams::default(), &Patch::Json::<()>(ops)).await.unwrap();
     assert_eq!(patched.data.unwrap()["key"], "json");
     assert_eq!(patched.metadata.labels.unwrap()["patched"], "yes");
-    let strategic = cms.patch("w", &PatchParams::default(), &Patch::Strategic(&merge)).await.unwrap_err();
-    assert!(matches!(&strategic, kube::Error::Api(s) if s.code == 415), "{strategic:?}");
+    let strategic = serde_json::json!({"metadata": {"finalizers": ["a/b"]}, "data": {"other": "s"}});
+    let patched = cms.patch("w", &PatchParams::default(), &Patch::Strategic(&strategic)).await.unwrap();
+    assert_eq!(patched.metadata.finalizers.unwrap(), ["a/b"]);
+    assert_eq!(patched.data.as_ref().unwrap()["other"], "s");
+    let unset = serde_json::json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a/b"]}});
+    let patched = cms.patch("w", &PatchParams::default(), &Patch::Strategic(&unset)).await.unwrap();
+    assert!(patched.metadata.finalizers.unwrap_or_default().is_empty());
     cms.delete("w", &DeleteParams::default()).await.unwrap();
 
     // A watch resumed from before all that replays it in order.
     let events: Vec<_> =
-        cms.watch(&WatchParams::default().timeout(3), &start).await.unwrap().take(4).try_collect().await.unwrap();
+        cms.watch(&WatchParams::default().timeout(3), &start).await.unwrap().take(6).try_collect().await.unwrap();
     let seen: Vec<(String, Option<String>)> = events
         .into_iter()
         .filter_map(|event| match event {
@@ -111,7 +116,14 @@ async fn watches_resume_and_patches_apply() {
             _ => None,
         })
         .collect();
-    let expected = [("ADDED", "v"), ("MODIFIED", "merged"), ("MODIFIED", "json"), ("DELETED", "json")];
+    let expected = [
+        ("ADDED", "v"),
+        ("MODIFIED", "merged"),
+        ("MODIFIED", "json"),
+        ("MODIFIED", "json"),
+        ("MODIFIED", "json"),
+        ("DELETED", "json"),
+    ];
     assert_eq!(seen, expected.map(|(t, v)| (t.to_owned(), Some(v.to_owned()))));
 }
 

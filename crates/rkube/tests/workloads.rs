@@ -247,3 +247,60 @@ fn finalizers_graceful_pods_and_terminating_namespaces() {
     let error = server.fails(kubectl, &["delete", "namespace", "kube-system"]);
     assert!(error.contains(r#"namespaces "kube-system" is forbidden: this namespace may not be deleted"#), "{error}");
 }
+
+/// kubectl 1.33's typed commands send protobuf bodies; its edits, `set image`, `rollout
+/// restart` and second `apply` send strategic merge patches.
+#[test]
+fn typed_commands_and_strategic_merge_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    for args in [
+        &["create", "namespace", "demo"][..],
+        &["-n", "demo", "create", "deployment", "web", "--image=nginx:1.24", "--replicas=2"],
+        &["-n", "demo", "run", "solo", "--image=busybox:1.36", "--", "sleep", "3600"],
+        &["-n", "demo", "expose", "deployment", "web", "--port=80"],
+        &["-n", "demo", "create", "configmap", "c", "--from-literal=a=b"],
+        &["-n", "demo", "create", "secret", "generic", "s", "--from-literal=p=q"],
+        &["-n", "demo", "create", "job", "j", "--image=busybox"],
+        &["-n", "demo", "create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"],
+    ] {
+        server.ok(kubectl, args);
+    }
+    let pod = json(&server, kubectl, &["-n", "demo", "get", "pod", "solo"]);
+    assert_eq!(pod["spec"]["containers"][0]["args"], serde_json::json!(["sleep", "3600"]));
+    assert!(pod["metadata"].get("generateName").is_none(), "empty protobuf strings are not fields: {pod}");
+    let secret = json(&server, kubectl, &["-n", "demo", "get", "secret", "s"]);
+    assert_eq!(secret["data"]["p"], "cQ==");
+    let service = json(&server, kubectl, &["-n", "demo", "get", "service", "web"]);
+    assert_eq!(service["spec"]["selector"]["app"], "web");
+
+    server.ok(kubectl, &["-n", "demo", "set", "image", "deployment/web", "nginx=nginx:1.25"]);
+    server.ok(kubectl, &["-n", "demo", "rollout", "restart", "deployment", "web"]);
+    // A strategic merge patch merges containers by name: the env entry joins the container.
+    let patch =
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","env":[{"name":"MODE","value":"fast"}]}]}}}}"#;
+    server.ok(kubectl, &["-n", "demo", "patch", "deployment", "web", "-p", patch]);
+    let deployment = json(&server, kubectl, &["-n", "demo", "get", "deployment", "web"]);
+    let template = &deployment["spec"]["template"];
+    assert_eq!(template["spec"]["containers"][0]["image"], "nginx:1.25");
+    assert_eq!(template["spec"]["containers"][0]["env"][0]["value"], "fast");
+    assert_eq!(template["spec"]["containers"].as_array().unwrap().len(), 1);
+    assert!(template["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
+
+    // A second apply sends a three-way strategic patch.
+    let first = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  replicas: 2\n  \
+                 selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      \
+                 containers: [{name: a, image: 'api:1'}, {name: b, image: 'side:1'}]\n";
+    apply_in(&server, kubectl, dir.path(), "demo", "api", first);
+    let second = first
+        .replace("replicas: 2", "replicas: 3")
+        .replace("api:1", "api:2")
+        .replace(", {name: b, image: 'side:1'}", "");
+    let out = apply_in(&server, kubectl, dir.path(), "demo", "api", &second);
+    assert!(out.contains("deployment.apps/api configured"), "{out}");
+    let api = json(&server, kubectl, &["-n", "demo", "get", "deployment", "api"]);
+    let containers = api["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!((api["spec"]["replicas"].as_i64(), containers.len()), (Some(3), 1), "{api}");
+    assert_eq!(containers[0]["image"], "api:2");
+}

@@ -18,19 +18,16 @@ pub(super) struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    pub(super) fn parse(body: &[u8], query: &WriteParams) -> Result<DeleteOptions, ApiError> {
+    pub(super) fn parse(body: Value, query: &WriteParams) -> Result<DeleteOptions, ApiError> {
         let mut options = DeleteOptions {
             dry_run: query.dry_run()?,
             grace_period: query.grace_period_seconds,
             propagation: query.propagation_policy.clone(),
             ..Default::default()
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(options);
+        if !body.is_null() {
+            options.merge(&body)?;
         }
-        let body: Value =
-            serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
-        options.merge(&body)?;
         Ok(options)
     }
 

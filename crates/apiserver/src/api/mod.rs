@@ -229,30 +229,28 @@ async fn serve(
         }
         (&Method::POST, None, None) => {
             let dry_run = write()?.dry_run()?;
-            let object = decode(kind, &body_of(request).await?)?;
+            let object = decode(kind, body_of(request).await?)?;
             let created = create_object(state, kind, ns, object, dry_run).await?;
             Ok((StatusCode::CREATED, axum::Json(created)).into_response())
         }
         (&Method::POST, Some(name), Some(Subresource::Binding)) => {
-            let body = decode_as(&body_of(request).await?, "Binding")?;
+            let body = decode_as(body_of(request).await?, "Binding")?;
             bind_pod(state, ns.unwrap_or_default(), name, body, write()?.dry_run()?).await
         }
         (&Method::POST, Some(name), Some(Subresource::Eviction)) => {
-            let body = decode_as(&body_of(request).await?, "Eviction")?;
+            let body = decode_as(body_of(request).await?, "Eviction")?;
             evict_pod(state, ns.unwrap_or_default(), name, body, write()?.dry_run()?).await
         }
         (&Method::PUT, Some(name), sub) => {
             let dry_run = write()?.dry_run()?;
             let body = body_of(request).await?;
             let updated = match sub {
-                None => update_object(state, kind, ns, name, decode(kind, &body)?, dry_run).await?,
-                Some(Subresource::Status) => {
-                    update_status(state, kind, ns, name, decode(kind, &body)?, dry_run).await?
-                }
+                None => update_object(state, kind, ns, name, decode(kind, body)?, dry_run).await?,
+                Some(Subresource::Status) => update_status(state, kind, ns, name, decode(kind, body)?, dry_run).await?,
                 Some(Subresource::Scale) => {
-                    update_scale(state, kind, ns, name, decode_as(&body, "Scale")?, dry_run).await?
+                    update_scale(state, kind, ns, name, decode_as(body, "Scale")?, dry_run).await?
                 }
-                Some(Subresource::Finalize) => finalize_namespace(state, name, decode(kind, &body)?, dry_run).await?,
+                Some(Subresource::Finalize) => finalize_namespace(state, name, decode(kind, body)?, dry_run).await?,
                 Some(_) => return Err(not_allowed(&method)),
             };
             Ok(json(updated))
@@ -269,11 +267,11 @@ async fn serve(
             Ok(json(patched))
         }
         (&Method::DELETE, Some(name), None) => {
-            let options = DeleteOptions::parse(&body_of(request).await?, &write()?)?;
+            let options = DeleteOptions::parse(body_of(request).await?, &write()?)?;
             delete_object(state, kind, ns, name, options).await
         }
         (&Method::DELETE, None, None) if kind.verbs().contains(&"deletecollection") => {
-            let options = DeleteOptions::parse(&body_of(request).await?, &write()?)?;
+            let options = DeleteOptions::parse(body_of(request).await?, &write()?)?;
             delete_collection(state, kind, ns, list()?, options).await.map(json)
         }
         _ => Err(not_allowed(&method)),
@@ -384,23 +382,39 @@ fn media_type(request: &axum::extract::Request) -> String {
     header.split(';').next().unwrap_or("").trim().to_owned()
 }
 
-/// A request body the server can decode: JSON, or Kubernetes protobuf once that is decoded.
-async fn body_of(request: axum::extract::Request) -> Result<Bytes, ApiError> {
+/// A request body as JSON: sent as JSON, or as Kubernetes protobuf (which kubectl 1.33 and
+/// client-go's typed clients send for built-in kinds, with no fallback). Null if empty.
+async fn body_of(request: axum::extract::Request) -> Result<Value, ApiError> {
     let media = media_type(&request);
-    // Protobuf is not decoded yet. client-go does not fall back to JSON on this 415, so
-    // kubectl 1.33's typed requests fail here with a clear message until it is.
-    if !matches!(media.as_str(), "application/json" | "") {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
-        )));
+    match media.as_str() {
+        "application/json" | "" => {
+            let bytes = read_body(request).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+        }
+        rkube_core::protobuf::CONTENT_TYPE => {
+            let bytes = read_body(request).await?;
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            rkube_core::protobuf::decode(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("the protobuf request body cannot be decoded: {e}")))
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, \
+             application/vnd.kubernetes.protobuf (got {other})"
+        ))),
     }
-    read_body(request).await
 }
 
-/// A PATCH body: JSON Patch or JSON merge patch, parsed.
+/// A PATCH body, parsed: JSON Patch, JSON merge patch or strategic merge patch.
 pub enum PatchBody {
     Json(json_patch::Patch),
     Merge(Value),
+    Strategic(Value),
 }
 
 impl PatchBody {
@@ -411,11 +425,12 @@ impl PatchBody {
         match media.as_str() {
             "application/json-patch+json" => Ok(PatchBody::Json(serde_json::from_slice(&bytes).map_err(invalid)?)),
             "application/merge-patch+json" => Ok(PatchBody::Merge(serde_json::from_slice(&bytes).map_err(invalid)?)),
-            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                Err(ApiError::UnsupportedMediaType(format!(
-                    "{media} patches are not supported yet; use --type=merge or --type=json"
-                )))
+            "application/strategic-merge-patch+json" => {
+                Ok(PatchBody::Strategic(serde_json::from_slice(&bytes).map_err(invalid)?))
             }
+            "application/apply-patch+yaml" => Err(ApiError::UnsupportedMediaType(
+                "server-side apply is not supported yet; use kubectl apply without --server-side".into(),
+            )),
             other => Err(ApiError::UnsupportedMediaType(format!("the patch content type {other:?} is not supported"))),
         }
     }

@@ -3,9 +3,7 @@
 use super::*;
 
 /// Parses a request body as an object of `kind`: 400 for malformed JSON or a wrong kind.
-pub(super) fn decode(kind: &Kind, body: &[u8]) -> Result<Value, ApiError> {
-    let object: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+pub(super) fn decode(kind: &Kind, object: Value) -> Result<Value, ApiError> {
     if !object.is_object() {
         return Err(ApiError::BadRequest("the request body is not a JSON object".into()));
     }
@@ -34,9 +32,10 @@ fn normalize(kind: &Kind, object: Value) -> Result<Value, ApiError> {
 }
 
 /// Parses the body of a subresource request (a Binding, an Eviction, a Scale).
-pub(super) fn decode_as(body: &[u8], expected: &str) -> Result<Value, ApiError> {
-    let object: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+pub(super) fn decode_as(object: Value, expected: &str) -> Result<Value, ApiError> {
+    if !object.is_object() {
+        return Err(ApiError::BadRequest(format!("the request body is not a {expected} object")));
+    }
     match object.get("kind").and_then(Value::as_str) {
         None | Some("") => Ok(object),
         Some(found) if found == expected => Ok(object),
@@ -348,6 +347,13 @@ pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, patch: &P
         }
         PatchBody::Merge(merge) => {
             json_patch::merge(object, merge);
+            Ok(())
+        }
+        PatchBody::Strategic(patch) => {
+            *object = rkube_core::smp::apply_for_kind(object, patch, kind.kind).map_err(|e| match e.http_status() {
+                422 => patch_invalid(kind, name, e.to_string()),
+                _ => ApiError::BadRequest(format!("the strategic merge patch is not valid: {e}")),
+            })?;
             Ok(())
         }
     }

@@ -56,10 +56,12 @@ def main(kubeconfig):
     front = v1.list_namespaced_config_map("py", label_selector="tier=front").items
     assert [cm.metadata.name for cm in front] == ["app"]
 
-    # A list body is a JSON Patch; a dict body is a strategic merge patch, not served yet.
+    # A list body is a JSON Patch; a dict body is a strategic merge patch.
     patch = [{"op": "replace", "path": "/data/k", "value": "patched"}]
     assert v1.patch_namespaced_config_map("app", "py", patch).data == {"k": "patched"}
-    expect_status(415, v1.patch_namespaced_config_map, "app", "py", {"data": {"k": "x"}})
+    merged = v1.patch_namespaced_config_map("app", "py", {"data": {"extra": "x"}})
+    assert merged.data == {"k": "patched", "extra": "x"}, merged.data
+    v1.patch_namespaced_config_map("app", "py", {"data": {"extra": None}})
 
     replaced = v1.read_namespaced_config_map("app", "py")
     replaced.data = {"k": "replaced"}
@@ -79,10 +81,48 @@ def main(kubeconfig):
     expected = (
         [("ADDED", "app")]
         + [("ADDED", f"page-{i}") for i in range(5)]
-        + [("MODIFIED", "app"), ("MODIFIED", "app"), ("DELETED", "app")]
+        + [("MODIFIED", "app")] * 4
+        + [("DELETED", "app")]
     )
     assert events == expected, events
+
+    workloads(v1, client.AppsV1Api())
     print("python client: all checks passed")
+
+
+def workloads(v1, apps):
+    """Deployments, their scale subresource, services and pods, through the typed APIs."""
+    labels = {"app": "web"}
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels=labels),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="nginx:1.25")]),
+    )
+    spec = client.V1DeploymentSpec(selector=client.V1LabelSelector(match_labels=labels), template=template)
+    body = client.V1Deployment(metadata=client.V1ObjectMeta(name="web"), spec=spec)
+    created = apps.create_namespaced_deployment("py", body)
+    assert created.spec.replicas == 1 and created.spec.strategy.type == "RollingUpdate"
+    assert created.metadata.generation == 1
+    apps.patch_namespaced_deployment_scale("web", "py", {"spec": {"replicas": 3}})
+    scale = apps.read_namespaced_deployment_scale("web", "py")
+    assert scale.spec.replicas == 3 and scale.status.selector == "app=web", scale
+    listed = apps.list_deployment_for_all_namespaces(label_selector="")
+    assert [d.metadata.name for d in listed.items] == ["web"]
+
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(selector=labels, ports=[client.V1ServicePort(port=80)]),
+    )
+    created = v1.create_namespaced_service("py", service)
+    assert created.spec.cluster_ip.startswith("10.43."), created.spec.cluster_ip
+    assert created.spec.ports[0].target_port == 80
+    bad = client.V1Service(metadata=client.V1ObjectMeta(name="bad"), spec=client.V1ServiceSpec(ports=[]))
+    expect_status(422, v1.create_namespaced_service, "py", bad)
+
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="p", labels=labels), spec=template.spec)
+    created = v1.create_namespaced_pod("py", pod)
+    assert created.status.phase == "Pending" and created.spec.restart_policy == "Always"
+    v1.delete_namespaced_pod("p", "py")
+    expect_status(404, v1.read_namespaced_pod, "p", "py")
 
 
 if __name__ == "__main__":
