@@ -304,3 +304,34 @@ fn typed_commands_and_strategic_merge_patches() {
     assert_eq!((api["spec"]["replicas"].as_i64(), containers.len()), (Some(3), 1), "{api}");
     assert_eq!(containers[0]["image"], "api:2");
 }
+
+/// `fieldValidation`: Strict refuses fields the kind does not have, Warn (the default) writes
+/// and warns, Ignore stays silent.
+#[test]
+fn unknown_fields_are_refused_or_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let body = |name: &str| {
+        let path = dir.path().join(format!("{name}.json"));
+        let object = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "colour": "red"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                     "spec": {"containers": [{"name": "c", "image": "i", "imagePolicy": "x"}]}}}});
+        std::fs::write(&path, object.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let url = |mode: &str| format!("/apis/apps/v1/namespaces/default/deployments?fieldValidation={mode}");
+    let error = server.fails(kubectl, &["create", "--raw", &url("Strict"), "-f", &body("strict")]);
+    assert!(
+        error.contains(r#"strict decoding error: unknown field "metadata.colour", unknown field "spec.template.spec.containers[0].imagePolicy""#),
+        "{error}"
+    );
+    let out = server.kubectl(kubectl, &["create", "--raw", &url("Warn"), "-f", &body("warned")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains(r#"Warning: unknown field "metadata.colour""#), "{stderr}");
+    let out = server.kubectl(kubectl, &["create", "--raw", &url("Ignore"), "-f", &body("ignored")]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let error = server.fails(kubectl, &["create", "--raw", &url("Loose"), "-f", &body("loose")]);
+    assert!(error.contains("fieldValidation parameter unsupported"), "{error}");
+}

@@ -228,10 +228,11 @@ async fn serve(
             Ok(json(scale_of(kind, &get_object(&state.store, kind, ns, name).await?)))
         }
         (&Method::POST, None, None) => {
-            let dry_run = write()?.dry_run()?;
-            let object = decode(kind, body_of(request).await?)?;
-            let created = create_object(state, kind, ns, object, dry_run).await?;
-            Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+            let params = write()?;
+            let fields = params.field_validation()?;
+            let object = decode(kind, body_of(request).await?, &fields)?;
+            let created = create_object(state, kind, ns, object, params.dry_run()?).await?;
+            Ok(warned((StatusCode::CREATED, axum::Json(created)).into_response(), &fields))
         }
         (&Method::POST, Some(name), Some(Subresource::Binding)) => {
             let body = decode_as(body_of(request).await?, "Binding")?;
@@ -242,29 +243,37 @@ async fn serve(
             evict_pod(state, ns.unwrap_or_default(), name, body, write()?.dry_run()?).await
         }
         (&Method::PUT, Some(name), sub) => {
-            let dry_run = write()?.dry_run()?;
+            let params = write()?;
+            let (dry_run, fields) = (params.dry_run()?, params.field_validation()?);
             let body = body_of(request).await?;
             let updated = match sub {
-                None => update_object(state, kind, ns, name, decode(kind, body)?, dry_run).await?,
-                Some(Subresource::Status) => update_status(state, kind, ns, name, decode(kind, body)?, dry_run).await?,
+                None => update_object(state, kind, ns, name, decode(kind, body, &fields)?, dry_run).await?,
+                Some(Subresource::Status) => {
+                    update_status(state, kind, ns, name, decode(kind, body, &fields)?, dry_run).await?
+                }
                 Some(Subresource::Scale) => {
                     update_scale(state, kind, ns, name, decode_as(body, "Scale")?, dry_run).await?
                 }
-                Some(Subresource::Finalize) => finalize_namespace(state, name, decode(kind, body)?, dry_run).await?,
+                Some(Subresource::Finalize) => {
+                    finalize_namespace(state, name, decode(kind, body, &fields)?, dry_run).await?
+                }
                 Some(_) => return Err(not_allowed(&method)),
             };
-            Ok(json(updated))
+            Ok(warned(json(updated), &fields))
         }
         (&Method::PATCH, Some(name), sub) => {
-            let dry_run = write()?.dry_run()?;
+            let params = write()?;
+            let (dry_run, fields) = (params.dry_run()?, params.field_validation()?);
             let patch = PatchBody::read(request).await?;
             let patched = match sub {
-                None => patch_object(state, kind, ns, name, patch, Scope::Object, dry_run).await?,
-                Some(Subresource::Status) => patch_object(state, kind, ns, name, patch, Scope::Status, dry_run).await?,
+                None => patch_object(state, kind, ns, name, patch, Scope::Object, dry_run, &fields).await?,
+                Some(Subresource::Status) => {
+                    patch_object(state, kind, ns, name, patch, Scope::Status, dry_run, &fields).await?
+                }
                 Some(Subresource::Scale) => patch_scale(state, kind, ns, name, patch, dry_run).await?,
                 Some(_) => return Err(not_allowed(&method)),
             };
-            Ok(json(patched))
+            Ok(warned(json(patched), &fields))
         }
         (&Method::DELETE, Some(name), None) => {
             let options = DeleteOptions::parse(body_of(request).await?, &write()?)?;
@@ -276,6 +285,18 @@ async fn serve(
         }
         _ => Err(not_allowed(&method)),
     }
+}
+
+/// Adds a write's warnings (unknown fields, in Warn mode) as upstream's `Warning` headers, which
+/// kubectl prints.
+fn warned(mut response: Response, fields: &FieldValidation) -> Response {
+    for warning in fields.warnings() {
+        let text = format!("299 - {}", serde_json::Value::String(warning));
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// Query parameters; a malformed one is a 400 Status, not axum's plain text.
@@ -332,6 +353,7 @@ fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
 #[serde(rename_all = "camelCase")]
 struct WriteParams {
     dry_run: Option<String>,
+    field_validation: Option<String>,
     /// DELETE's options may come in the query too.
     pub(super) grace_period_seconds: Option<i64>,
     pub(super) propagation_policy: Option<String>,
@@ -339,6 +361,10 @@ struct WriteParams {
 
 impl WriteParams {
     /// `dryRun=All` validates a write and answers as if it happened, without storing it.
+    fn field_validation(&self) -> Result<FieldValidation, ApiError> {
+        FieldValidation::parse(self.field_validation.as_deref())
+    }
+
     pub(super) fn dry_run(&self) -> Result<bool, ApiError> {
         match self.dry_run.as_deref() {
             None | Some("") => Ok(false),

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Parses a request body as an object of `kind`: 400 for malformed JSON or a wrong kind.
-pub(super) fn decode(kind: &Kind, object: Value) -> Result<Value, ApiError> {
+pub(super) fn decode(kind: &Kind, object: Value, fields: &FieldValidation) -> Result<Value, ApiError> {
     if !object.is_object() {
         return Err(ApiError::BadRequest("the request body is not a JSON object".into()));
     }
@@ -18,13 +18,113 @@ pub(super) fn decode(kind: &Kind, object: Value) -> Result<Value, ApiError> {
             }
         }
     }
-    normalize(kind, object)
+    normalize(kind, object, fields)
+}
+
+/// How a write treats fields its kind does not have (the `fieldValidation` parameter), and the
+/// warnings it collected for the response.
+pub(super) struct FieldValidation {
+    mode: FieldMode,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldMode {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    /// Upstream's default, without the parameter, is to warn.
+    pub(super) fn parse(value: Option<&str>) -> Result<FieldValidation, ApiError> {
+        let mode = match value {
+            None | Some("") | Some("Warn") => FieldMode::Warn,
+            Some("Ignore") => FieldMode::Ignore,
+            Some("Strict") => FieldMode::Strict,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "fieldValidation parameter unsupported: {other:?}; supported values: Ignore, Warn, Strict"
+                )));
+            }
+        };
+        Ok(FieldValidation { mode, warnings: Default::default() })
+    }
+
+    /// The warnings to send, as upstream's `Warning: 299 - "..."` headers.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    fn check(&self, kind: &Kind, input: &Value, decoded: &Value) -> Result<(), ApiError> {
+        if self.mode == FieldMode::Ignore {
+            return Ok(());
+        }
+        let mut unknown = Vec::new();
+        unknown_fields(input, decoded, &mut String::new(), &mut unknown);
+        let unknown: Vec<String> = unknown.iter().map(|path| format!("unknown field {path:?}")).collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        match self.mode {
+            FieldMode::Strict => Err(ApiError::BadRequest(format!(
+                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                kind.kind,
+                kind.version,
+                kind.kind,
+                unknown.join(", ")
+            ))),
+            _ => {
+                if let Ok(mut warnings) = self.warnings.lock() {
+                    warnings.extend(unknown);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The paths of fields in `input` that decoding into the kind's type dropped: fields the type
+/// does not have. Nulls are skipped (a null known field is dropped too).
+fn unknown_fields(input: &Value, decoded: &Value, path: &mut String, found: &mut Vec<String>) {
+    match (input, decoded) {
+        (Value::Object(input), Value::Object(decoded)) => {
+            for (key, value) in input {
+                if value.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match decoded.get(key) {
+                    None => found.push(path.clone()),
+                    Some(inner) => unknown_fields(value, inner, path, found),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(input), Value::Array(decoded)) => {
+            for (i, (value, inner)) in input.iter().zip(decoded).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                unknown_fields(value, inner, path, found);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Decodes through the kind's type, which rejects wrong field types, and stamps the kind.
-fn normalize(kind: &Kind, object: Value) -> Result<Value, ApiError> {
+fn normalize(kind: &Kind, object: Value, fields: &FieldValidation) -> Result<Value, ApiError> {
+    let input = (fields.mode != FieldMode::Ignore).then(|| object.clone());
     let mut normalized = (kind.normalize)(object)
         .map_err(|e| ApiError::BadRequest(format!("the object is not a valid {}: {e}", kind.kind)))?;
+    if let Some(input) = input {
+        fields.check(kind, &input, &normalized)?;
+    }
     normalized["apiVersion"] = json!(kind.api_version);
     normalized["kind"] = json!(kind.kind);
     (kind.prepare)(&mut normalized);
@@ -308,6 +408,7 @@ pub(super) async fn patch_object(
     patch: PatchBody,
     scope: Scope,
     dry_run: bool,
+    fields: &FieldValidation,
 ) -> Result<Value, ApiError> {
     let key = object_key(kind, namespace, name);
     for _ in 0..PATCH_ATTEMPTS {
@@ -326,8 +427,7 @@ pub(super) async fn patch_object(
             Some(rv) => parse_revision(rv)?,
             None => current.mod_revision,
         };
-        let patched = normalize(kind, object)
-            .map_err(|_| ApiError::BadRequest(format!("the patched object is not a valid {}", kind.kind)))?;
+        let patched = normalize(kind, object, fields)?;
         match store_update(state, kind, namespace, name, patched, &current, expected, scope, dry_run).await {
             Err(ApiError::Conflict { .. }) if pinned.is_none() => continue,
             other => return other,
