@@ -399,7 +399,8 @@ fn blocked_by_spec_finalizers(kind: &Kind, object: &Value) -> bool {
 /// How often a patch is re-applied when another write raced it, as upstream's GuaranteedUpdate.
 pub(super) const PATCH_ATTEMPTS: usize = 5;
 
-/// Applies a JSON or merge patch to the stored object, retrying if another write races it.
+/// Applies a patch to the stored object, retrying if another write races it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn patch_object(
     state: &State,
     kind: &Kind,
