@@ -335,3 +335,40 @@ fn unknown_fields_are_refused_or_warned() {
     let error = server.fails(kubectl, &["create", "--raw", &url("Loose"), "-f", &body("loose")]);
     assert!(error.contains("fieldValidation parameter unsupported"), "{error}");
 }
+
+/// With OpenAPI v3 served, kubectl's defaults work: `apply` validates (on the server, once it
+/// sees PATCH takes `fieldValidation`), `explain` reads the schemas, `edit` validates its edit.
+#[test]
+fn openapi_lets_kubectl_validate_explain_and_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(&manifest, APP).unwrap();
+    let out = server.ok(kubectl, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: w}\ndata: {a: b}\nextra: 1\n").unwrap();
+    let error = server.fails(kubectl, &["apply", "-f", bad.to_str().unwrap()]);
+    assert!(error.contains(r#"strict decoding error: unknown field "extra""#), "{error}");
+
+    let explained = server.ok(kubectl, &["explain", "deployment.spec.strategy"]);
+    assert!(explained.contains("FIELD: strategy <DeploymentStrategy>"), "{explained}");
+    assert!(explained.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{explained}");
+    let explained = server.ok(kubectl, &["explain", "pods.spec.containers.ports"]);
+    assert!(
+        explained.contains("containerPort\t<integer> -required-") || explained.contains("containerPort"),
+        "{explained}"
+    );
+
+    let edited = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", server.kubeconfig().to_str().unwrap(), "edit", "deployment", "web"])
+        .env("KUBE_EDITOR", "sed -i s/nginx:1.25/nginx:1.26/")
+        .output()
+        .unwrap();
+    assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
+    let image =
+        server.ok(kubectl, &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "nginx:1.26");
+}

@@ -32,6 +32,8 @@ pub(super) struct Kind {
     pub(super) read_only: bool,
     /// Decodes a request body as this kind (rejecting wrong field types) and re-encodes it.
     pub(super) normalize: fn(Value) -> Result<Value, serde_json::Error>,
+    /// The kind's JSON schema (a `$ref` into the generator's definitions), for OpenAPI.
+    pub(super) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Upstream's name rule for this kind.
     pub(super) name_rule: NameRule,
     /// Fields upstream defaults on create and update.
@@ -126,6 +128,7 @@ const BASE: Kind = Kind {
     generation: false,
     read_only: false,
     normalize: |v| Ok(v),
+    schema: |_| schemars::Schema::default(),
     name_rule: NameRule::Dns1123Subdomain,
     defaults: nothing,
     prepare: nothing,
@@ -148,6 +151,7 @@ macro_rules! kind {
             qualified_kind: $kind,
             list_kind: concat!($kind, "List"),
             normalize: typed::<$ty>,
+            schema: |generator| generator.subschema_for::<$ty>(),
             $($field: $value,)*
             ..BASE
         }
@@ -164,6 +168,7 @@ macro_rules! kind {
             qualified_kind: concat!($kind, ".", $group),
             list_kind: concat!($kind, "List"),
             normalize: typed::<$ty>,
+            schema: |generator| generator.subschema_for::<$ty>(),
             $($field: $value,)*
             ..BASE
         }

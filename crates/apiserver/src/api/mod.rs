@@ -26,6 +26,7 @@ mod deletion;
 mod discovery;
 mod kinds;
 mod objects;
+mod openapi;
 mod printers;
 pub mod services;
 mod subresources;
@@ -90,6 +91,8 @@ pub fn router(state: State) -> Router {
         .route("/version/", get(version))
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::group_version))
         .route("/api/{*path}", any(core_request))
         .route("/apis/{*path}", any(group_request))
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
