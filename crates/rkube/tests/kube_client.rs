@@ -102,6 +102,15 @@ async fn watches_resume_and_patches_apply() {
     let unset = serde_json::json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a/b"]}});
     let patched = cms.patch("w", &PatchParams::default(), &Patch::Strategic(&unset)).await.unwrap();
     assert!(patched.metadata.finalizers.unwrap_or_default().is_empty());
+    // Strict field validation refuses a patch that adds an unknown field, as upstream: 422 on
+    // the field `patch`.
+    let strict = PatchParams { field_validation: Some(kube::api::ValidationDirective::Strict), ..Default::default() };
+    let unknown = serde_json::json!({"spec": {"replicas": 2}});
+    let refused = cms.patch("w", &strict, &Patch::Merge(&unknown)).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 422 && s.message.contains(r#"strict decoding error: unknown field "spec""#)),
+        "{refused:?}"
+    );
     cms.delete("w", &DeleteParams::default()).await.unwrap();
 
     // A watch resumed from before all that replays it in order.

@@ -53,13 +53,9 @@ fn configmap_lifecycle_with_both_kubectls() {
     let server = ServerProcess::start(dir.path());
     for (n, kubectl) in KUBECTLS.iter().enumerate() {
         let name = format!("app-{n}");
-        // Client-side validation needs OpenAPI, which this server does not serve yet.
         let first = write_manifest(dir.path(), &name, "one");
-        assert_eq!(
-            server.ok(kubectl, &["create", "--validate=false", "-f", &first]),
-            format!("configmap/{name} created\n")
-        );
-        let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", &first]);
+        assert_eq!(server.ok(kubectl, &["create", "-f", &first]), format!("configmap/{name} created\n"));
+        let stderr = server.fails(kubectl, &["create", "-f", &first]);
         assert!(stderr.contains(&format!("configmaps \"{name}\" already exists")), "{stderr}");
 
         let object: serde_json::Value =
@@ -69,7 +65,7 @@ fn configmap_lifecycle_with_both_kubectls() {
         let rv = object["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
 
         let second = write_manifest(dir.path(), &name, "two");
-        server.ok(kubectl, &["replace", "--validate=false", "-f", &second]);
+        server.ok(kubectl, &["replace", "-f", &second]);
         let after: serde_json::Value =
             serde_json::from_str(&server.ok(kubectl, &["get", "cm", &name, "-o", "json"])).unwrap();
         assert_eq!(after["data"]["key"], "two");
@@ -91,12 +87,12 @@ fn bad_requests_get_upstream_errors() {
     let kubectl = KUBECTLS[1];
     let missing_ns = dir.path().join("missing-ns.yaml");
     std::fs::write(&missing_ns, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nope\n").unwrap();
-    let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", missing_ns.to_str().unwrap()]);
+    let stderr = server.fails(kubectl, &["create", "-f", missing_ns.to_str().unwrap()]);
     assert!(stderr.contains("namespaces \"nope\" not found"), "{stderr}");
 
     let bad_name = dir.path().join("bad-name.yaml");
     std::fs::write(&bad_name, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n").unwrap();
-    let stderr = server.fails(kubectl, &["create", "--validate=false", "-f", bad_name.to_str().unwrap()]);
+    let stderr = server.fails(kubectl, &["create", "-f", bad_name.to_str().unwrap()]);
     assert!(stderr.contains("ConfigMap \"Not_Valid\" is invalid: metadata.name: Invalid value"), "{stderr}");
 
     // Neither a client certificate nor a known token: 401.
@@ -169,8 +165,8 @@ fn a_watch_sees_changes() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "watched", "one")]);
-    server.ok(kubectl, &["replace", "--validate=false", "-f", &write_manifest(dir.path(), "watched", "two")]);
+    server.ok(kubectl, &["create", "-f", &write_manifest(dir.path(), "watched", "one")]);
+    server.ok(kubectl, &["replace", "-f", &write_manifest(dir.path(), "watched", "two")]);
     server.ok(kubectl, &["delete", "configmap", "watched"]);
     let output = watch.wait_with_output().unwrap();
     let events: Vec<String> = serde_json::Deserializer::from_slice(&output.stdout)
@@ -193,7 +189,7 @@ fn objects_and_credentials_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let kubectl = KUBECTLS[1];
     let server = ServerProcess::start(dir.path());
-    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "durable", "kept")]);
+    server.ok(kubectl, &["create", "-f", &write_manifest(dir.path(), "durable", "kept")]);
     let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
     server.kill9();
 
@@ -211,7 +207,7 @@ fn labels_annotations_patches_and_selectors() {
     for (n, kubectl) in KUBECTLS.iter().enumerate() {
         let (front, back) = (format!("front-{n}"), format!("back-{n}"));
         for name in [&front, &back] {
-            server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), name, "v")]);
+            server.ok(kubectl, &["create", "-f", &write_manifest(dir.path(), name, "v")]);
         }
         server.ok(kubectl, &["label", "cm", &front, "tier=front", &format!("kubectl={n}")]);
         server.ok(kubectl, &["label", "cm", &back, "tier=back", &format!("kubectl={n}")]);
@@ -250,7 +246,7 @@ fn labels_annotations_patches_and_selectors() {
 fn get_prints_upstream_columns() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    server.ok(KUBECTLS[1], &["create", "--validate=false", "-f", &write_manifest(dir.path(), "shown", "v")]);
+    server.ok(KUBECTLS[1], &["create", "-f", &write_manifest(dir.path(), "shown", "v")]);
     server.ok(KUBECTLS[1], &["label", "cm", "shown", "tier=front"]);
     fn words(text: &str) -> Vec<Vec<String>> {
         text.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
@@ -284,7 +280,7 @@ fn secrets_fold_string_data_and_service_accounts_list() {
     )
     .unwrap();
     for kubectl in KUBECTLS {
-        server.ok(kubectl, &["create", "--validate=false", "-f", manifest.to_str().unwrap()]);
+        server.ok(kubectl, &["create", "-f", manifest.to_str().unwrap()]);
         // stringData is write-only: stored base64-encoded in data, never read back.
         let secret: serde_json::Value =
             serde_json::from_str(&server.ok(kubectl, &["get", "secret", "creds", "-o", "json"])).unwrap();
@@ -319,10 +315,10 @@ fn dry_runs_and_hostile_queries() {
     let server = ServerProcess::start(dir.path());
     let kubectl = KUBECTLS[1];
     let manifest = write_manifest(dir.path(), "dry", "v");
-    let out = server.ok(kubectl, &["create", "--dry-run=server", "--validate=false", "-f", &manifest]);
+    let out = server.ok(kubectl, &["create", "--dry-run=server", "-f", &manifest]);
     assert_eq!(out, "configmap/dry created (server dry run)\n");
     assert!(server.fails(kubectl, &["get", "cm", "dry"]).contains("not found"), "a dry run stores nothing");
-    server.ok(kubectl, &["create", "--validate=false", "-f", &manifest]);
+    server.ok(kubectl, &["create", "-f", &manifest]);
     server.ok(kubectl, &["delete", "cm", "dry", "--dry-run=server"]);
     server.ok(kubectl, &["get", "cm", "dry"]);
 
@@ -349,7 +345,7 @@ fn dry_runs_and_hostile_queries() {
     assert_eq!(code, "400");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["kind"], "Status");
     // A continue token belongs to the collection it came from.
-    server.ok(kubectl, &["create", "--validate=false", "-f", &write_manifest(dir.path(), "second", "v")]);
+    server.ok(kubectl, &["create", "-f", &write_manifest(dir.path(), "second", "v")]);
     let (page, _) = get(&format!("{collection}?limit=1"));
     let token =
         serde_json::from_str::<serde_json::Value>(&page).unwrap()["metadata"]["continue"].as_str().unwrap().to_owned();

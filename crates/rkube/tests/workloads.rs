@@ -63,8 +63,7 @@ fn apply_in(
 ) -> String {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, manifest).unwrap();
-    // Client-side validation needs OpenAPI, which this server does not serve yet.
-    server.ok(kubectl, &["-n", ns, "apply", "--validate=false", "-f", path.to_str().unwrap()])
+    server.ok(kubectl, &["-n", ns, "apply", "-f", path.to_str().unwrap()])
 }
 
 fn json(server: &ServerProcess, kubectl: &str, args: &[&str]) -> Value {
@@ -139,13 +138,13 @@ fn invalid_workloads_get_upstream_422s() {
          template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
     )
     .unwrap();
-    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    let error = server.fails(kubectl, &["create", "-f", path.to_str().unwrap()]);
     assert!(
         error.contains(r#"Deployment "bad" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"b"}: `selector` does not match template `labels`"#),
         "{error}"
     );
     std::fs::write(&path, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\n").unwrap();
-    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    let error = server.fails(kubectl, &["create", "-f", path.to_str().unwrap()]);
     assert!(error.contains(r#"Pod "p" is invalid: spec.containers[0].image: Required value"#), "{error}");
 }
 
@@ -172,13 +171,13 @@ fn services_get_unique_cluster_ips_and_node_ports() {
     // A taken IP is refused with upstream's message; deleting its holder frees it.
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, service("c", "  clusterIP: 10.43.9.9\n")).unwrap();
-    let error = server.fails(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    let error = server.fails(kubectl, &["create", "-f", path.to_str().unwrap()]);
     assert!(error.contains("failed to allocate IP 10.43.9.9: provided IP is already allocated"), "{error}");
     server.ok(kubectl, &["delete", "service", "b"]);
-    server.ok(kubectl, &["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    server.ok(kubectl, &["create", "-f", path.to_str().unwrap()]);
     let outside = dir.path().join("d.yaml");
     std::fs::write(&outside, service("d", "  clusterIP: 10.99.0.1\n")).unwrap();
-    let error = server.fails(kubectl, &["create", "--validate=false", "-f", outside.to_str().unwrap()]);
+    let error = server.fails(kubectl, &["create", "-f", outside.to_str().unwrap()]);
     assert!(error.contains("is not in the valid range"), "{error}");
 
     let listed = server.ok(kubectl, &["get", "services"]);
@@ -239,7 +238,7 @@ fn finalizers_graceful_pods_and_terminating_namespaces() {
     let phase = server.ok(kubectl, &["get", "namespace", "going", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Terminating");
     let held = dir.path().join("held.yaml");
-    let error = server.fails(kubectl, &["-n", "going", "create", "--validate=false", "-f", held.to_str().unwrap()]);
+    let error = server.fails(kubectl, &["-n", "going", "create", "-f", held.to_str().unwrap()]);
     assert!(
         error.contains("unable to create new content in namespace going because it is being terminated"),
         "{error}"
@@ -342,33 +341,31 @@ fn unknown_fields_are_refused_or_warned() {
 fn openapi_lets_kubectl_validate_explain_and_edit() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let kubectl = KUBECTLS[1];
     let manifest = dir.path().join("app.yaml");
     std::fs::write(&manifest, APP).unwrap();
-    let out = server.ok(kubectl, &["apply", "-f", manifest.to_str().unwrap()]);
-    assert!(out.contains("deployment.apps/web created"), "{out}");
-
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: w}\ndata: {a: b}\nextra: 1\n").unwrap();
-    let error = server.fails(kubectl, &["apply", "-f", bad.to_str().unwrap()]);
-    assert!(error.contains(r#"strict decoding error: unknown field "extra""#), "{error}");
+    // kubectl 1.27 and 1.28 also fetch /openapi/v2 (protobuf) first.
+    for (n, kubectl) in KUBECTLS.iter().enumerate() {
+        let out = server.ok(kubectl, &["apply", "-f", manifest.to_str().unwrap()]);
+        assert!(out.contains("deployment.apps/web"), "{kubectl}: {out}");
+        let error = server.fails(kubectl, &["apply", "-f", bad.to_str().unwrap()]);
+        assert!(error.contains(r#"strict decoding error: unknown field "extra""#), "{kubectl}: {error}");
 
-    let explained = server.ok(kubectl, &["explain", "deployment.spec.strategy"]);
-    assert!(explained.contains("FIELD: strategy <DeploymentStrategy>"), "{explained}");
-    assert!(explained.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{explained}");
-    let explained = server.ok(kubectl, &["explain", "pods.spec.containers.ports"]);
-    assert!(
-        explained.contains("containerPort\t<integer> -required-") || explained.contains("containerPort"),
-        "{explained}"
-    );
+        let explained = server.ok(kubectl, &["explain", "deployment.spec.strategy"]);
+        assert!(explained.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{kubectl}: {explained}");
+        let explained = server.ok(kubectl, &["explain", "pods.spec.containers.ports"]);
+        assert!(explained.contains("containerPort\t<integer> -required-"), "{kubectl}: {explained}");
 
-    let edited = std::process::Command::new(kubectl)
-        .args(["--kubeconfig", server.kubeconfig().to_str().unwrap(), "edit", "deployment", "web"])
-        .env("KUBE_EDITOR", "sed -i s/nginx:1.25/nginx:1.26/")
-        .output()
-        .unwrap();
-    assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
-    let image =
-        server.ok(kubectl, &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
-    assert_eq!(image, "nginx:1.26");
+        let image = format!("nginx:1.{}", 26 + n);
+        let edited = std::process::Command::new(kubectl)
+            .args(["--kubeconfig", server.kubeconfig().to_str().unwrap(), "edit", "deployment", "web"])
+            .env("KUBE_EDITOR", format!("sed -i -E s/nginx:1.2[0-9]+/{image}/"))
+            .output()
+            .unwrap();
+        assert!(edited.status.success(), "{kubectl}: {}", String::from_utf8_lossy(&edited.stderr));
+        let now = server
+            .ok(kubectl, &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        assert_eq!(now, image, "{kubectl}");
+    }
 }

@@ -91,6 +91,7 @@ pub fn router(state: State) -> Router {
         .route("/version/", get(version))
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
+        .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .route("/api/{*path}", any(core_request))
@@ -447,6 +448,14 @@ pub enum PatchBody {
 }
 
 impl PatchBody {
+    /// The patch as JSON, for messages.
+    fn as_json(&self) -> Value {
+        match self {
+            PatchBody::Json(operations) => serde_json::to_value(operations).unwrap_or_default(),
+            PatchBody::Merge(patch) | PatchBody::Strategic(patch) => patch.clone(),
+        }
+    }
+
     async fn read(request: axum::extract::Request) -> Result<PatchBody, ApiError> {
         let media = media_type(&request);
         let bytes = read_body(request).await?;

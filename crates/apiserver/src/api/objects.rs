@@ -18,7 +18,7 @@ pub(super) fn decode(kind: &Kind, object: Value, fields: &FieldValidation) -> Re
             }
         }
     }
-    normalize(kind, object, fields)
+    normalize(kind, object, fields, None)
 }
 
 /// How a write treats fields its kind does not have (the `fieldValidation` parameter), and the
@@ -56,7 +56,9 @@ impl FieldValidation {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
-    fn check(&self, kind: &Kind, input: &Value, decoded: &Value) -> Result<(), ApiError> {
+    /// `patch` is the patch that made `input`, if one did: upstream words a patch's strict
+    /// failure as a 422 on the field `patch`, a body's as a 400.
+    fn check(&self, kind: &Kind, input: &Value, decoded: &Value, patch: Option<&PatchBody>) -> Result<(), ApiError> {
         if self.mode == FieldMode::Ignore {
             return Ok(());
         }
@@ -66,8 +68,20 @@ impl FieldValidation {
         if unknown.is_empty() {
             return Ok(());
         }
-        match self.mode {
-            FieldMode::Strict => Err(ApiError::BadRequest(format!(
+        match (self.mode, patch) {
+            (FieldMode::Strict, Some(patch)) => Err(ApiError::Invalid {
+                kind: "",
+                name: String::new(),
+                causes: vec![(
+                    "patch".into(),
+                    format!(
+                        "Invalid value: {:?}: strict decoding error: {}",
+                        patch.as_json().to_string(),
+                        unknown.join(", ")
+                    ),
+                )],
+            }),
+            (FieldMode::Strict, None) => Err(ApiError::BadRequest(format!(
                 "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
                 kind.kind,
                 kind.version,
@@ -118,12 +132,17 @@ fn unknown_fields(input: &Value, decoded: &Value, path: &mut String, found: &mut
 }
 
 /// Decodes through the kind's type, which rejects wrong field types, and stamps the kind.
-fn normalize(kind: &Kind, object: Value, fields: &FieldValidation) -> Result<Value, ApiError> {
+fn normalize(
+    kind: &Kind,
+    object: Value,
+    fields: &FieldValidation,
+    patch: Option<&PatchBody>,
+) -> Result<Value, ApiError> {
     let input = (fields.mode != FieldMode::Ignore).then(|| object.clone());
     let mut normalized = (kind.normalize)(object)
         .map_err(|e| ApiError::BadRequest(format!("the object is not a valid {}: {e}", kind.kind)))?;
     if let Some(input) = input {
-        fields.check(kind, &input, &normalized)?;
+        fields.check(kind, &input, &normalized, patch)?;
     }
     normalized["apiVersion"] = json!(kind.api_version);
     normalized["kind"] = json!(kind.kind);
@@ -428,7 +447,7 @@ pub(super) async fn patch_object(
             Some(rv) => parse_revision(rv)?,
             None => current.mod_revision,
         };
-        let patched = normalize(kind, object, fields)?;
+        let patched = normalize(kind, object, fields, Some(&patch))?;
         match store_update(state, kind, namespace, name, patched, &current, expected, scope, dry_run).await {
             Err(ApiError::Conflict { .. }) if pinned.is_none() => continue,
             other => return other,

@@ -60,6 +60,48 @@ fn group_version_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
+/// `GET /openapi/v2`: a document with no definitions. kubectl 1.27 and 1.28 fetch it before
+/// anything else when they validate or explain, and only as protobuf; with no definitions
+/// their client-side validation passes everything on to the server's `fieldValidation`, and
+/// every kubectl reads schemas from v3.
+pub(super) async fn v2(headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let version = format!("v1.{KUBE_MINOR}.0");
+    if accept.contains("protobuf") {
+        // gnostic's openapi.v2.Document{swagger: "2.0", info: {title: "Kubernetes", version}}.
+        let mut info = Vec::new();
+        proto_string(&mut info, 1, "Kubernetes");
+        proto_string(&mut info, 2, &version);
+        let mut document = Vec::new();
+        proto_string(&mut document, 1, "2.0");
+        proto_bytes(&mut document, 2, &info);
+        return Response::builder()
+            // Go cannot parse the `@` of the name clients ask for; upstream answers with this one.
+            .header(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+            .body(Body::from(document))
+            .expect("static response parts");
+    }
+    axum::Json(json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": {}}))
+        .into_response()
+}
+
+/// A length-delimited protobuf field (strings are shorter than 128 bytes here, but the length
+/// is a varint all the same).
+fn proto_bytes(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
+    out.push((field << 3) | 2);
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(bytes);
+}
+
+fn proto_string(out: &mut Vec<u8>, field: u8, text: &str) {
+    proto_bytes(out, field, text.as_bytes());
+}
+
 /// `GET /openapi/v3`.
 pub(super) async fn index() -> Response {
     let docs = documents();
@@ -242,6 +284,17 @@ fn add_paths(paths: &mut serde_json::Map<String, Value>, kind: &Kind, schema_nam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_v2_stub_is_the_document_upstream_tools_decode() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf".parse().unwrap());
+        let body = axum::body::to_bytes(v2(headers).await.into_body(), 1 << 10).await.unwrap();
+        // The bytes `protoc --decode openapi.v2.Document` reads as swagger "2.0" and the info.
+        let mut expected = b"\x0a\x032.0\x12\x15\x0a\x0aKubernetes\x12\x07".to_vec();
+        expected.extend(format!("v1.{KUBE_MINOR}.0").as_bytes());
+        assert_eq!(body.as_ref(), expected.as_slice());
+    }
 
     #[test]
     fn every_group_version_has_a_document_with_its_kinds() {
