@@ -62,6 +62,15 @@ async fn typed_crud_pagination_and_selectors() {
 
     let front = cms.list(&ListParams::default().labels("tier=front")).await.unwrap();
     assert_eq!(front.items.len(), 5);
+    // The limit counts selected objects: full pages of matches, however sparse they are.
+    let page = cms.list(&ListParams::default().labels("tier=front").limit(2)).await.unwrap();
+    let names: Vec<_> = page.items.iter().map(|cm| cm.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["cm-00", "cm-05"]);
+    let token = page.metadata.continue_.unwrap();
+    let rest = cms.list(&ListParams::default().labels("tier=front").limit(10).continue_token(&token)).await.unwrap();
+    let names: Vec<_> = rest.items.iter().map(|cm| cm.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["cm-10", "cm-15", "cm-20"]);
+    assert!(rest.metadata.continue_.is_none_or(|c| c.is_empty()));
     let by_name = cms.list(&ListParams::default().fields("metadata.name=cm-07")).await.unwrap();
     assert_eq!(by_name.items.len(), 1);
 

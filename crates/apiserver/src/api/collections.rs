@@ -2,33 +2,48 @@
 
 use super::*;
 
-/// The selectors this slice understands: `metadata.name=` and `metadata.namespace=`.
+/// A field selector: `field=value`, `field==value` and `field!=value` terms over the fields
+/// upstream lets each kind select on (`metadata.name` and `metadata.namespace` for every kind).
 pub(super) struct FieldSelector {
-    name: Option<String>,
-    namespace: Option<String>,
+    terms: Vec<(String, bool, String)>,
 }
 
 impl FieldSelector {
-    fn parse(selector: Option<&str>) -> Result<FieldSelector, ApiError> {
-        let mut parsed = FieldSelector { name: None, namespace: None };
+    fn parse(kind: &Kind, selector: Option<&str>) -> Result<FieldSelector, ApiError> {
+        let mut terms = Vec::new();
         for term in selector.unwrap_or("").split(',').filter(|t| !t.is_empty()) {
-            let (field, value) = term
-                .split_once("==")
-                .or_else(|| term.split_once('='))
-                .ok_or_else(|| ApiError::BadRequest(format!("invalid field selector {term:?}")))?;
-            match field {
-                "metadata.name" => parsed.name = Some(value.to_owned()),
-                "metadata.namespace" => parsed.namespace = Some(value.to_owned()),
-                other => return Err(ApiError::BadRequest(format!("field label not supported: {other}"))),
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (f, true, v)
+            } else {
+                return Err(ApiError::BadRequest(format!("invalid selector: '{term}'; can't understand '{term}'")));
+            };
+            let field = field.trim();
+            if !matches!(field, "metadata.name" | "metadata.namespace") && !kind.field_labels.contains(&field) {
+                return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
             }
+            terms.push((field.to_owned(), equal, value.trim().to_owned()));
         }
-        Ok(parsed)
+        Ok(FieldSelector { terms })
     }
 
     fn matches(&self, object: &Value) -> bool {
-        let meta = &object["metadata"];
-        self.name.as_deref().is_none_or(|n| meta["name"].as_str() == Some(n))
-            && self.namespace.as_deref().is_none_or(|n| meta["namespace"].as_str().unwrap_or("") == n)
+        self.terms.iter().all(|(field, equal, value)| (field_value(object, field) == *value) == *equal)
+    }
+}
+
+/// A field as a field selector sees it: a string, `true`/`false`, a number, or empty when
+/// absent.
+fn field_value(object: &Value, field: &str) -> String {
+    // An event's `source` is its source's component.
+    let field = if field == "source" { "source.component" } else { field };
+    let found = field.split('.').fold(object, |v, part| &v[part]);
+    match found {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
     }
 }
 
@@ -39,9 +54,9 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    fn parse(params: &ListParams) -> Result<Filter, ApiError> {
+    fn parse(kind: &Kind, params: &ListParams) -> Result<Filter, ApiError> {
         Ok(Filter {
-            fields: FieldSelector::parse(params.field_selector.as_deref())?,
+            fields: FieldSelector::parse(kind, params.field_selector.as_deref())?,
             labels: LabelSelector::parse(params.label_selector.as_deref().unwrap_or(""))
                 .map_err(ApiError::BadRequest)?,
         })
@@ -69,7 +84,7 @@ pub(super) async fn read_collection(
     params: ListParams,
     as_table: bool,
 ) -> Result<Response, ApiError> {
-    let selector = Filter::parse(&params)?;
+    let selector = Filter::parse(kind, &params)?;
     let prefix = collection_prefix(kind, namespace.as_deref());
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
         return watch_collection(state, kind, prefix, selector, params, as_table).await;
@@ -83,25 +98,44 @@ pub(super) async fn read_collection(
         options.revision = Some(revision);
         options.after = Some(after);
     }
-    let page = state.store.list(&options).await.map_err(|e| match e {
-        rkube_store::StoreError::Compacted { .. } => ApiError::Gone(
-            "The provided continue parameter is too old to display a consistent list result. \
-             You can start a new list without the continue parameter."
-                .into(),
-        ),
-        other => ApiError::from_store(other, kind.resource, ""),
-    })?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for kv in &page.items {
-        let object = with_revision(kv)?;
-        if selector.matches(&object) {
-            items.push(object);
+    // The limit counts selected objects, as upstream's: pages of the store are read until
+    // enough match, and the continue token resumes after the last key examined.
+    let wanted = params.limit.filter(|l| *l > 0);
+    let mut items = Vec::new();
+    let (revision, last_key, more) = loop {
+        let page = state.store.list(&options).await.map_err(|e| match e {
+            rkube_store::StoreError::Compacted { .. } => ApiError::Gone(
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter."
+                    .into(),
+            ),
+            other => ApiError::from_store(other, kind.resource, ""),
+        })?;
+        let mut examined = None;
+        let mut filled = false;
+        for (i, kv) in page.items.iter().enumerate() {
+            examined = Some(i);
+            let object = with_revision(kv)?;
+            if selector.matches(&object) {
+                items.push(object);
+                if wanted.is_some_and(|w| items.len() >= w) {
+                    filled = true;
+                    break;
+                }
+            }
         }
-    }
-    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
-    if page.more {
-        let last = page.items.last().map(|kv| kv.key.as_str()).unwrap_or_default();
-        metadata["continue"] = json!(encode_continue(page.revision, last));
+        let last = examined.map(|i| page.items[i].key.clone());
+        let more_here = examined.is_some_and(|i| i + 1 < page.items.len()) || page.more;
+        if filled || !page.more || last.is_none() {
+            break (page.revision, last, more_here);
+        }
+        options.revision = Some(page.revision);
+        options.after = last;
+        options.limit = wanted.map(|w| (w - items.len()).max(64));
+    };
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let (true, Some(last)) = (more, last_key) {
+        metadata["continue"] = json!(encode_continue(revision, &last));
     }
     if as_table {
         let include = Include::parse(params.include_object.as_deref());
@@ -121,7 +155,7 @@ pub(super) async fn list_all(
     namespace: Option<&str>,
     params: &ListParams,
 ) -> Result<Vec<Value>, ApiError> {
-    let selector = Filter::parse(params)?;
+    let selector = Filter::parse(kind, params)?;
     let options = ListOptions { prefix: collection_prefix(kind, namespace), ..Default::default() };
     let page = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
     let mut items = Vec::new();
@@ -300,10 +334,22 @@ mod tests {
     }
 
     #[test]
-    fn field_selectors_match_name_and_namespace() {
-        let selector = FieldSelector::parse(Some("metadata.name=a,metadata.namespace==ns")).unwrap();
+    fn field_selectors_match_the_fields_each_kind_offers() {
+        let configmaps = kinds::core("configmaps");
+        let selector = FieldSelector::parse(configmaps, Some("metadata.name=a,metadata.namespace==ns")).unwrap();
         assert!(selector.matches(&json!({"metadata": {"name": "a", "namespace": "ns"}})));
         assert!(!selector.matches(&json!({"metadata": {"name": "b", "namespace": "ns"}})));
-        assert!(FieldSelector::parse(Some("spec.unknown=x")).is_err());
+        assert!(FieldSelector::parse(configmaps, Some("spec.nodeName=x")).is_err());
+
+        let pods = kinds::core("pods");
+        let unscheduled = FieldSelector::parse(pods, Some("spec.nodeName=,status.phase!=Succeeded")).unwrap();
+        assert!(unscheduled.matches(&json!({"spec": {}, "status": {"phase": "Pending"}})));
+        assert!(!unscheduled.matches(&json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Pending"}})));
+        let on_node = FieldSelector::parse(pods, Some("spec.nodeName=n1")).unwrap();
+        assert!(on_node.matches(&json!({"spec": {"nodeName": "n1"}})));
+        let nodes = FieldSelector::parse(kinds::core("nodes"), Some("spec.unschedulable=false")).unwrap();
+        assert!(nodes.matches(&json!({"spec": {"unschedulable": false}})));
+        let events = FieldSelector::parse(kinds::core("events"), Some("involvedObject.name=web,type=Warning")).unwrap();
+        assert!(events.matches(&json!({"involvedObject": {"name": "web"}, "type": "Warning"})));
     }
 }

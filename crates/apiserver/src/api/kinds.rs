@@ -26,6 +26,8 @@ pub(super) struct Kind {
     pub(super) short_names: &'static [&'static str],
     pub(super) categories: &'static [&'static str],
     pub(super) subresources: &'static [Subresource],
+    /// Fields a field selector may name besides `metadata.name` and `metadata.namespace`.
+    pub(super) field_labels: &'static [&'static str],
     /// Whether `metadata.generation` counts spec changes.
     pub(super) generation: bool,
     /// Served for reading only (computed by the server).
@@ -125,6 +127,7 @@ const BASE: Kind = Kind {
     short_names: &[],
     categories: &[],
     subresources: &[],
+    field_labels: &[],
     generation: false,
     read_only: false,
     normalize: |v| Ok(v),
@@ -182,6 +185,7 @@ use k8s_openapi::api as k8s;
 pub(super) const KINDS: &[Kind] = &[
     // core/v1
     kind!("", "v1", "namespaces", "namespace", "Namespace", k8s::core::v1::Namespace, {
+        field_labels: &["status.phase"],
         namespaced: false, short_names: &["ns"], subresources: &[Status, Finalize],
         name_rule: NameRule::Dns1123Label, defaults: defaults::namespace, columns: printers::NAMESPACE,
     }),
@@ -189,17 +193,20 @@ pub(super) const KINDS: &[Kind] = &[
         short_names: &["cm"], check_update: frozen_data, columns: printers::CONFIGMAP,
     }),
     kind!("", "v1", "secrets", "secret", "Secret", k8s::core::v1::Secret, {
+        field_labels: &["type"],
         defaults: defaults::secret, prepare: fold_string_data, check_update: secret_update, columns: printers::SECRET,
     }),
     kind!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", k8s::core::v1::ServiceAccount, {
         short_names: &["sa"], columns: printers::SERVICEACCOUNT,
     }),
     kind!("", "v1", "pods", "pod", "Pod", k8s::core::v1::Pod, {
+        field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
         short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction], generation: true,
         defaults: defaults::pod, validate: validate::pod, check_update: validate::pod_update,
         columns: printers::POD,
     }),
     kind!("", "v1", "services", "service", "Service", k8s::core::v1::Service, {
+        field_labels: &["spec.clusterIP", "spec.type"],
         short_names: &["svc"], categories: &["all"], subresources: &[Status], name_rule: NameRule::Dns1123Label,
         defaults: defaults::service, validate: validate::service, check_update: validate::service_update,
         columns: printers::SERVICE,
@@ -208,10 +215,12 @@ pub(super) const KINDS: &[Kind] = &[
         short_names: &["ep"], columns: printers::ENDPOINTS,
     }),
     kind!("", "v1", "nodes", "node", "Node", k8s::core::v1::Node, {
+        field_labels: &["spec.unschedulable"],
         namespaced: false, short_names: &["no"], subresources: &[Status],
         columns: printers::NODE,
     }),
     kind!("", "v1", "events", "event", "Event", k8s::core::v1::Event, {
+        field_labels: &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
         short_names: &["ev"], columns: printers::EVENT,
     }),
     kind!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", k8s::core::v1::PersistentVolume, {
@@ -231,6 +240,7 @@ pub(super) const KINDS: &[Kind] = &[
         defaults: defaults::pod_template,
     }),
     kind!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", k8s::core::v1::ReplicationController, {
+        field_labels: &["status.replicas"],
         short_names: &["rc"], categories: &["all"], subresources: &[Status, Scale], generation: true,
         defaults: defaults::replication_controller, columns: printers::REPLICATION_CONTROLLER,
     }),
@@ -244,6 +254,7 @@ pub(super) const KINDS: &[Kind] = &[
         columns: printers::DEPLOYMENT,
     }),
     kind!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", k8s::apps::v1::ReplicaSet, {
+        field_labels: &["status.replicas"],
         short_names: &["rs"], categories: &["all"], subresources: &[Status, Scale], generation: true,
         defaults: defaults::replica_set, validate: validate::workload,
         columns: printers::REPLICA_SET,
@@ -263,6 +274,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     // batch/v1
     kind!("batch", "v1", "jobs", "job", "Job", k8s::batch::v1::Job, {
+        field_labels: &["status.successful"],
         categories: &["all"], subresources: &[Status], generation: true,
         defaults: defaults::job, validate: validate::job, columns: printers::JOB,
     }),
