@@ -54,6 +54,10 @@ pub(super) struct Filter {
 }
 
 impl Filter {
+    fn is_empty(&self) -> bool {
+        self.fields.terms.is_empty() && self.labels.is_empty()
+    }
+
     fn parse(kind: &Kind, params: &ListParams) -> Result<Filter, ApiError> {
         Ok(Filter {
             fields: FieldSelector::parse(kind, params.field_selector.as_deref())?,
@@ -101,7 +105,11 @@ pub(super) async fn read_collection(
     // The limit counts selected objects, as upstream's: pages of the store are read until
     // enough match, and the continue token resumes after the last key examined.
     let wanted = params.limit.filter(|l| *l > 0);
-    let mut items = Vec::new();
+    // Objects are kept as parsed values only for a Table; a plain list splices each stored
+    // JSON into the response as it is, which is most of the cost of a big list avoided.
+    let mut items: Vec<Value> = Vec::new();
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    let filtering = !selector.is_empty();
     let (revision, last_key, more) = loop {
         let page = state.store.list(&options).await.map_err(|e| match e {
             rkube_store::StoreError::Compacted { .. } => ApiError::Gone(
@@ -115,13 +123,22 @@ pub(super) async fn read_collection(
         let mut filled = false;
         for (i, kv) in page.items.iter().enumerate() {
             examined = Some(i);
-            let object = with_revision(kv)?;
-            if selector.matches(&object) {
-                items.push(object);
-                if wanted.is_some_and(|w| items.len() >= w) {
-                    filled = true;
-                    break;
+            if as_table || filtering {
+                let object = with_revision(kv)?;
+                if !selector.matches(&object) {
+                    continue;
                 }
+                if as_table {
+                    items.push(object);
+                } else {
+                    raw.push(with_revision_bytes(kv)?);
+                }
+            } else {
+                raw.push(with_revision_bytes(kv)?);
+            }
+            if wanted.is_some_and(|w| items.len() + raw.len() >= w) {
+                filled = true;
+                break;
             }
         }
         let last = examined.map(|i| page.items[i].key.clone());
@@ -131,7 +148,7 @@ pub(super) async fn read_collection(
         }
         options.revision = Some(page.revision);
         options.after = last;
-        options.limit = wanted.map(|w| (w - items.len()).max(64));
+        options.limit = wanted.map(|w| (w - items.len() - raw.len()).max(64));
     };
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let (true, Some(last)) = (more, last_key) {
@@ -142,10 +159,21 @@ pub(super) async fn read_collection(
         let now = time::OffsetDateTime::now_utc();
         return Ok(axum::Json(table::table(kind.columns, &items, include, metadata, now)).into_response());
     }
-    Ok(axum::Json(
-        json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata, "items": items}),
-    )
-    .into_response())
+    let head = json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata}).to_string();
+    let mut body = Vec::with_capacity(head.len() + 16 + raw.iter().map(|r| r.len() + 1).sum::<usize>());
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(br#","items":["#);
+    for (i, object) in raw.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(object);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("static response parts"))
 }
 
 /// Every object of a collection that a list's selectors select, read at one revision.
