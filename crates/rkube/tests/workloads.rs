@@ -369,3 +369,52 @@ fn openapi_lets_kubectl_validate_explain_and_edit() {
         assert_eq!(now, image, "{kubectl}");
     }
 }
+
+/// `kubectl apply --server-side` creates, then updates (a later slice tracks managedFields to
+/// also remove fields an applier stopped setting). YAML bodies parse; bad YAML is a 400.
+#[test]
+fn server_side_apply_and_yaml_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let first = dir.path().join("first.yaml");
+    std::fs::write(&first, APP).unwrap();
+    let second = dir.path().join("second.yaml");
+    std::fs::write(&second, APP.replace("replicas: 3", "replicas: 4").replace("nginx:1.25", "nginx:1.26")).unwrap();
+    for kubectl in KUBECTLS {
+        let out = server.ok(kubectl, &["apply", "--server-side", "-f", first.to_str().unwrap()]);
+        assert!(out.contains("deployment.apps/web serverside-applied"), "{kubectl}: {out}");
+        server.ok(kubectl, &["apply", "--server-side", "-f", second.to_str().unwrap()]);
+        let d = json(&server, kubectl, &["get", "deployment", "web"]);
+        assert_eq!(d["spec"]["replicas"], 4, "{kubectl}");
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.26", "{kubectl}");
+        assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+        server.ok(kubectl, &["delete", "-f", first.to_str().unwrap()]);
+    }
+
+    // YAML bodies, with curl as the admin.
+    let post_yaml = |body: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "-w",
+                "\n%{http_code}",
+                "-XPOST",
+                "-H",
+                "Content-Type: application/yaml",
+                "--data-binary",
+                body,
+            ])
+            .arg("--cert")
+            .arg(dir.path().join("pki/admin.crt"))
+            .arg("--key")
+            .arg(dir.path().join("pki/admin.key"))
+            .arg(format!("{}/api/v1/namespaces/default/configmaps", server.url))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let created = post_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: \"1\"\n");
+    assert!(created.ends_with("\n201") && created.contains(r#""data":{"a":"1"}"#), "{created}");
+    let refused = post_yaml("a: [1\nb: }\n");
+    assert!(refused.ends_with("\n400") && refused.contains("not valid YAML"), "{refused}");
+}

@@ -269,6 +269,25 @@ async fn serve(
             let params = write()?;
             let (dry_run, fields) = (params.dry_run()?, params.field_validation()?);
             let patch = PatchBody::read(request).await?;
+            if let (PatchBody::Apply(applied), None) = (&patch, sub) {
+                if params.field_manager.as_deref().is_none_or(str::is_empty) {
+                    return Err(ApiError::BadRequest(
+                        "PATCH requests of type apply must supply a field manager (the fieldManager parameter)".into(),
+                    ));
+                }
+                // Applying an object that does not exist creates it.
+                if let Err(ApiError::NotFound { .. }) = get_object(&state.store, kind, ns, name).await {
+                    let mut object = decode(kind, applied.clone(), &fields)?;
+                    if object["metadata"]["name"].as_str() != Some(name) {
+                        return Err(ApiError::BadRequest(
+                            "the name of the object does not match the name on the URL".into(),
+                        ));
+                    }
+                    object["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+                    let created = create_object(state, kind, ns, object, dry_run).await?;
+                    return Ok(warned((StatusCode::CREATED, axum::Json(created)).into_response(), &fields));
+                }
+            }
             let patched = match sub {
                 None => patch_object(state, kind, ns, name, patch, Scope::Object, dry_run, &fields).await?,
                 Some(Subresource::Status) => {
@@ -358,6 +377,7 @@ fn collection_prefix(kind: &Kind, namespace: Option<&str>) -> String {
 struct WriteParams {
     dry_run: Option<String>,
     field_validation: Option<String>,
+    field_manager: Option<String>,
     /// DELETE's options may come in the query too.
     pub(super) grace_period_seconds: Option<i64>,
     pub(super) propagation_policy: Option<String>,
@@ -425,6 +445,10 @@ async fn body_of(request: axum::extract::Request) -> Result<Value, ApiError> {
             serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
         }
+        "application/yaml" => {
+            let bytes = read_body(request).await?;
+            yaml(&bytes)
+        }
         rkube_core::protobuf::CONTENT_TYPE => {
             let bytes = read_body(request).await?;
             if bytes.is_empty() {
@@ -435,9 +459,18 @@ async fn body_of(request: axum::extract::Request) -> Result<Value, ApiError> {
         }
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, \
-             application/vnd.kubernetes.protobuf (got {other})"
+             application/yaml, application/vnd.kubernetes.protobuf (got {other})"
         ))),
     }
+}
+
+/// A YAML body as JSON (JSON is YAML too); empty is null.
+fn yaml(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the YAML body is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))
 }
 
 /// A PATCH body, parsed: JSON Patch, JSON merge patch or strategic merge patch.
@@ -445,6 +478,8 @@ pub enum PatchBody {
     Json(json_patch::Patch),
     Merge(Value),
     Strategic(Value),
+    /// Server-side apply: the whole intended object.
+    Apply(Value),
 }
 
 impl PatchBody {
@@ -452,7 +487,7 @@ impl PatchBody {
     fn as_json(&self) -> Value {
         match self {
             PatchBody::Json(operations) => serde_json::to_value(operations).unwrap_or_default(),
-            PatchBody::Merge(patch) | PatchBody::Strategic(patch) => patch.clone(),
+            PatchBody::Merge(patch) | PatchBody::Strategic(patch) | PatchBody::Apply(patch) => patch.clone(),
         }
     }
 
@@ -466,9 +501,10 @@ impl PatchBody {
             "application/strategic-merge-patch+json" => {
                 Ok(PatchBody::Strategic(serde_json::from_slice(&bytes).map_err(invalid)?))
             }
-            "application/apply-patch+yaml" => Err(ApiError::UnsupportedMediaType(
-                "server-side apply is not supported yet; use kubectl apply without --server-side".into(),
-            )),
+            "application/apply-patch+yaml" => match yaml(&bytes)? {
+                object @ Value::Object(_) => Ok(PatchBody::Apply(object)),
+                _ => Err(ApiError::BadRequest("an apply patch must be an object".into())),
+            },
             other => Err(ApiError::UnsupportedMediaType(format!("the patch content type {other:?} is not supported"))),
         }
     }

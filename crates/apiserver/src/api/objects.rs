@@ -506,8 +506,8 @@ fn patch_invalid(kind: &Kind, name: &str, message: String) -> ApiError {
     ApiError::Invalid { kind: kind.qualified_kind, name: name.to_owned(), causes: vec![("patch".into(), message)] }
 }
 
-pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, patch: &PatchBody) -> Result<(), ApiError> {
-    match patch {
+pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, body: &PatchBody) -> Result<(), ApiError> {
+    match body {
         PatchBody::Json(operations) => {
             json_patch::patch(object, operations).map_err(|e| patch_invalid(kind, name, e.to_string()))
         }
@@ -515,7 +515,19 @@ pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, patch: &P
             json_patch::merge(object, merge);
             Ok(())
         }
-        PatchBody::Strategic(patch) => {
+        // Without managedFields, apply merges the applied object as a strategic patch would:
+        // what it sets wins, lists merge by key; fields it stopped setting are not removed.
+        PatchBody::Strategic(patch) | PatchBody::Apply(patch) => {
+            if let PatchBody::Apply(applied) = body {
+                for (field, expected) in [("apiVersion", kind.api_version), ("kind", kind.kind)] {
+                    if applied[field].as_str() != Some(expected) {
+                        return Err(ApiError::BadRequest(format!(
+                            "the applied object must have {field} {expected:?}, not {}",
+                            applied[field]
+                        )));
+                    }
+                }
+            }
             *object = rkube_core::smp::apply_for_kind(object, patch, kind.kind).map_err(|e| match e.http_status() {
                 422 => patch_invalid(kind, name, e.to_string()),
                 _ => ApiError::BadRequest(format!("the strategic merge patch is not valid: {e}")),
