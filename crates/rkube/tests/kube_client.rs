@@ -18,6 +18,15 @@ async fn client(server: &ServerProcess) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// A client that takes a 429, 503 or 504 as the answer: kube retries those for minutes by
+/// default, as it should, but a test of the answer itself needs it once.
+async fn client_without_retries(server: &ServerProcess) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).expect("read the admin kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
 fn configmap(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some(name.to_owned());
@@ -62,6 +71,18 @@ async fn typed_crud_pagination_and_selectors() {
 
     let front = cms.list(&ListParams::default().labels("tier=front")).await.unwrap();
     assert_eq!(front.items.len(), 5);
+    // resourceVersion with Exact reads the collection as it was then; one from the future
+    // is a 504, as upstream answers.
+    let then = front.metadata.resource_version.clone().unwrap();
+    cms.create(&PostParams::default(), &configmap("late", &[("tier", "front")])).await.unwrap();
+    let exact = ListParams::default().labels("tier=front").at(&then).matching(kube::api::VersionMatch::Exact);
+    assert_eq!(cms.list(&exact).await.unwrap().items.len(), 5);
+    assert_eq!(cms.list(&ListParams::default().labels("tier=front")).await.unwrap().items.len(), 6);
+    cms.delete("late", &DeleteParams::default()).await.unwrap();
+    let future = ListParams::default().at("999999999").matching(kube::api::VersionMatch::NotOlderThan);
+    let once: Api<ConfigMap> = Api::namespaced(client_without_retries(&server).await, "team");
+    let error = once.list(&future).await.unwrap_err();
+    assert!(matches!(&error, kube::Error::Api(s) if s.code == 504), "{error:?}");
     // The limit counts selected objects: full pages of matches, however sparse they are.
     let page = cms.list(&ListParams::default().labels("tier=front").limit(2)).await.unwrap();
     let names: Vec<_> = page.items.iter().map(|cm| cm.metadata.name.clone().unwrap()).collect();
@@ -218,11 +239,7 @@ async fn binding_status_scale_and_eviction() {
     }))
     .unwrap();
     budgets.create(&PostParams::default(), &budget).await.unwrap();
-    // kube retries a 429 for minutes by default, as it should; here one answer is enough.
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.default_retry = false;
-    let once: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let once: Api<Pod> = Api::namespaced(client_without_retries(&server).await, "default");
     let refused = once.evict("p", &Default::default()).await.unwrap_err();
     assert!(matches!(&refused, kube::Error::Api(s) if s.code == 429), "{refused:?}");
     budgets.delete("keep-a", &DeleteParams::default()).await.unwrap();

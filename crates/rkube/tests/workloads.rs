@@ -418,3 +418,56 @@ fn server_side_apply_and_yaml_bodies() {
     let refused = post_yaml("a: [1\nb: }\n");
     assert!(refused.ends_with("\n400") && refused.contains("not valid YAML"), "{refused}");
 }
+
+/// Writes that upstream refuses or handles specially, each once a defect here.
+#[test]
+fn edge_writes_are_refused_or_kept_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    let cm = dir.path().join("cm.json");
+    std::fs::write(&cm, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#).unwrap();
+    // A namespaced kind is written only within a namespace.
+    let error = server.fails(kubectl, &["create", "--raw", "/api/v1/configmaps", "-f", cm.to_str().unwrap()]);
+    assert!(error.contains("MethodNotAllowed") || error.contains("not allow"), "{error}");
+    let error = server.fails(kubectl, &["delete", "--raw", "/api/v1/configmaps"]);
+    assert!(error.contains("MethodNotAllowed") || error.contains("not allow"), "{error}");
+
+    // Foreground and orphan deletes finish (there is no garbage collector to wait for yet).
+    apply(&server, kubectl, dir.path(), "f", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: f}\n");
+    server.ok(kubectl, &["delete", "configmap", "f", "--cascade=foreground", "--timeout=10s"]);
+    apply(&server, kubectl, dir.path(), "o", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: o}\n");
+    server.ok(kubectl, &["delete", "configmap", "o", "--cascade=orphan", "--timeout=10s"]);
+
+    // A replace that leaves out the cluster IP and node port keeps them.
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  type: NodePort\n  ports: [{port: 80}]\n";
+    apply(&server, kubectl, dir.path(), "s", svc);
+    let before = json(&server, kubectl, &["get", "service", "s"]);
+    let path = dir.path().join("s2.yaml");
+    std::fs::write(&path, svc.replace("[{port: 80}]", "[{port: 80, name: web}]")).unwrap();
+    server.ok(kubectl, &["replace", "-f", path.to_str().unwrap()]);
+    let after = json(&server, kubectl, &["get", "service", "s"]);
+    assert_eq!(after["spec"]["clusterIP"], before["spec"]["clusterIP"]);
+    assert_eq!(after["spec"]["ports"][0]["nodePort"], before["spec"]["ports"][0]["nodePort"]);
+
+    // A huge grace period is capped, not a crash.
+    apply(
+        &server,
+        kubectl,
+        dir.path(),
+        "p",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n",
+    );
+    server.ok(kubectl, &["delete", "pod", "p", "--grace-period=9000000000000", "--wait=false"]);
+    assert!(server.ok(kubectl, &["get", "pod", "p"]).contains("Terminating"));
+
+    // A JSON patch that doubles the object with each copy is stopped.
+    let mut ops = vec![serde_json::json!({"op": "add", "path": "/data", "value": {"k": "x".repeat(1000)}})];
+    for i in 0..40 {
+        ops.push(serde_json::json!({"op": "copy", "from": "/data", "path": format!("/data/c{i}")}));
+    }
+    apply(&server, kubectl, dir.path(), "big", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\n");
+    let patch = serde_json::Value::Array(ops).to_string();
+    let error = server.fails(kubectl, &["patch", "configmap", "big", "--type=json", "-p", &patch]);
+    assert!(error.contains("copies more than"), "{error}");
+}

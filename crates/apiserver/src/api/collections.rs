@@ -94,6 +94,7 @@ pub(super) async fn read_collection(
         return watch_collection(state, kind, prefix, selector, params, as_table).await;
     }
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
+    options.revision = list_revision(state, &params).await?;
     if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (revision, after) = decode_continue(token)?;
         if !after.starts_with(&options.prefix) {
@@ -174,6 +175,49 @@ pub(super) async fn read_collection(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .expect("static response parts"))
+}
+
+/// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch` as upstream
+/// reads them: unset or `0` is the latest; `Exact` is that revision (410 once compacted);
+/// otherwise the latest, which must not be older than the one asked for.
+async fn list_revision(state: &State, params: &ListParams) -> Result<Option<i64>, ApiError> {
+    let rv = params.resource_version.as_deref().filter(|rv| !rv.is_empty());
+    let exact = match params.resource_version_match.as_deref().filter(|m| !m.is_empty()) {
+        None | Some("NotOlderThan") => false,
+        Some("Exact") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+            )));
+        }
+    };
+    let Some(rv) = rv else {
+        if params.resource_version_match.as_deref().is_some_and(|m| !m.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if params.continue_token.as_deref().is_some_and(|c| !c.is_empty()) && rv != "0" {
+        return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+    }
+    let revision = parse_revision(rv)?;
+    if revision == 0 {
+        if exact {
+            return Err(ApiError::BadRequest(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let current = state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?;
+    if revision > current {
+        return Err(ApiError::Timeout(format!("Too large resource version: {revision}, current: {current}")));
+    }
+    Ok(exact.then_some(revision))
 }
 
 /// Every object of a collection that a list's selectors select, read at one revision.

@@ -25,15 +25,16 @@ impl DeleteOptions {
             propagation: query.propagation_policy.clone(),
             ..Default::default()
         };
-        if !body.is_null() {
-            options.merge(&body)?;
-        }
+        options.merge(&body)?;
         Ok(options)
     }
 
     /// Takes the fields of a `DeleteOptions` object (also an Eviction's `deleteOptions`).
     pub(super) fn merge(&mut self, body: &Value) -> Result<(), ApiError> {
         let bad = |what: &str| ApiError::BadRequest(format!("invalid DeleteOptions: {what}"));
+        if !body.is_object() && !body.is_null() {
+            return Err(bad("the body is not an object"));
+        }
         if let Some(rv) = body["preconditions"]["resourceVersion"].as_str() {
             self.resource_version = Some(parse_revision(rv)?);
         }
@@ -80,8 +81,16 @@ fn grace_period(kind: &Kind, object: &Value, options: &DeleteOptions) -> i64 {
         return 0;
     }
     let default = object["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
-    options.grace_period.unwrap_or(default).max(0)
+    // A negative period means "as soon as possible" (1 s, as upstream); a huge one is capped so
+    // the deletion time stays a date.
+    match options.grace_period.unwrap_or(default) {
+        period if period < 0 => 1,
+        period => period.min(MAX_GRACE_SECONDS),
+    }
 }
+
+/// Ten years: far beyond any real grace period, well inside what a timestamp can hold.
+const MAX_GRACE_SECONDS: i64 = 10 * 365 * 24 * 3600;
 
 /// Deletes one object, or marks it for deletion when a grace period or finalizers hold it.
 pub(super) async fn delete_object(
@@ -133,19 +142,11 @@ async fn delete_once(
     }
     let grace = grace_period(kind, &object, options);
     let meta = &mut object["metadata"];
-    let mut finalizers: Vec<Value> = meta["finalizers"].as_array().cloned().unwrap_or_default();
-    // The propagation policy is recorded as a finalizer, for the garbage collector.
-    let wanted = match options.propagation.as_deref() {
-        Some("Foreground") => Some("foregroundDeletion"),
-        Some("Orphan") => Some("orphan"),
-        _ => None,
-    };
-    if let Some(finalizer) = wanted
-        && !finalizers.contains(&json!(finalizer))
-        && meta["deletionTimestamp"].is_null()
-    {
-        finalizers.push(json!(finalizer));
-    }
+    let finalizers: Vec<Value> = meta["finalizers"].as_array().cloned().unwrap_or_default();
+    // Upstream records Foreground and Orphan as finalizers for the garbage collector to act on
+    // and remove. rkube has no garbage collector yet (issue 4), so such a finalizer would hold
+    // the object forever: until it exists, every policy deletes as Background does. The
+    // policy was validated in `merge`.
     let namespace = kind.plural == "namespaces";
     let pending = grace > 0 || !finalizers.is_empty() || namespace;
     let uid = meta["uid"].clone();
@@ -162,9 +163,6 @@ async fn delete_once(
         meta["deletionTimestamp"] =
             json!(when.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339"));
         meta["deletionGracePeriodSeconds"] = json!(grace);
-        if !finalizers.is_empty() {
-            meta["finalizers"] = json!(finalizers);
-        }
         if namespace {
             object["status"]["phase"] = json!("Terminating");
         }

@@ -388,6 +388,12 @@ pub(super) fn core(plural: &str) -> &'static Kind {
 pub(super) const NAME_SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 pub(super) fn generated_name(prefix: &str) -> String {
+    // Upstream cuts the prefix so the name fits a DNS label (58 + 5 random characters).
+    let mut cut = prefix.len().min(58);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let prefix = &prefix[..cut];
     let uuid = uuid::Uuid::new_v4();
     let suffix: String =
         uuid.as_bytes()[..5].iter().map(|b| NAME_SUFFIX_CHARS[*b as usize % NAME_SUFFIX_CHARS.len()] as char).collect();

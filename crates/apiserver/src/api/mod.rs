@@ -213,6 +213,10 @@ async fn serve(
         return Err(not_allowed(&method));
     }
     let json = |value: Value| axum::Json(value).into_response();
+    // A namespaced kind is read across namespaces at its bare path, but written only in one.
+    if kind.namespaced && ns.is_none() && method != Method::GET {
+        return Err(not_allowed(&method));
+    }
     match (&method, target.name.as_deref(), target.subresource) {
         (&Method::GET, None, None) => {
             if kind.read_only {
@@ -335,6 +339,7 @@ struct ListParams {
     #[serde(rename = "continue")]
     continue_token: Option<String>,
     resource_version: Option<String>,
+    resource_version_match: Option<String>,
     field_selector: Option<String>,
     label_selector: Option<String>,
     timeout_seconds: Option<u64>,

@@ -397,6 +397,8 @@ pub(super) async fn update_object(
 pub(super) enum Scope {
     Object,
     Status,
+    /// A namespace's `spec.finalizers`, through `/finalize`.
+    Finalize,
 }
 
 /// Writes `object` over `current` if the store still holds revision `expected`: carries over
@@ -416,7 +418,7 @@ pub(super) async fn store_update(
 ) -> Result<Value, ApiError> {
     let stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut object = match scope {
-        Scope::Object => object,
+        Scope::Object | Scope::Finalize => object,
         // A status write changes the status only, as upstream's status strategies.
         Scope::Status => {
             let mut merged = stored.clone();
@@ -438,9 +440,15 @@ pub(super) async fn store_update(
     }
     if finished {
         // The last finalizer is gone from an object being deleted: it goes now.
-        let deleted =
-            state.store.delete(&key, Some(expected)).await.map_err(|e| ApiError::from_store(e, kind.resource, name))?;
+        let deleted = match state.store.delete(&key, Some(expected)).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                services::release(state, &allocated).await;
+                return Err(ApiError::from_store(e, kind.resource, name));
+            }
+        };
         services::release(state, &services::held(kind, &stored)).await;
+        services::release(state, &allocated).await;
         object["metadata"]["resourceVersion"] = json!(deleted.revision.to_string());
         return Ok(object);
     }
@@ -460,6 +468,9 @@ pub(super) async fn store_update(
 fn blocked_by_spec_finalizers(kind: &Kind, object: &Value) -> bool {
     kind.plural == "namespaces" && object["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }
+
+/// Upstream's cap on the operations of one JSON patch.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
 /// How often a patch is re-applied when another write raced it, as upstream's GuaranteedUpdate.
 pub(super) const PATCH_ATTEMPTS: usize = 5;
@@ -509,7 +520,27 @@ fn patch_invalid(kind: &Kind, name: &str, message: String) -> ApiError {
 pub(super) fn apply_patch(kind: &Kind, name: &str, object: &mut Value, body: &PatchBody) -> Result<(), ApiError> {
     match body {
         PatchBody::Json(operations) => {
-            json_patch::patch(object, operations).map_err(|e| patch_invalid(kind, name, e.to_string()))
+            // Upstream's limits: copies could otherwise double an object per operation.
+            if operations.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::TooLarge(format!(
+                    "the JSON patch has {} operations, more than the {MAX_JSON_PATCH_OPERATIONS} allowed",
+                    operations.0.len()
+                )));
+            }
+            let mut copied = 0usize;
+            for op in &operations.0 {
+                if let json_patch::PatchOperation::Copy(copy) = op {
+                    copied += object.pointer(copy.from.as_str()).map_or(0, |v| v.to_string().len());
+                    if copied > MAX_BODY_BYTES {
+                        return Err(ApiError::TooLarge(format!(
+                            "the JSON patch copies more than {MAX_BODY_BYTES} bytes"
+                        )));
+                    }
+                }
+                json_patch::patch(object, std::slice::from_ref(op))
+                    .map_err(|e| patch_invalid(kind, name, e.to_string()))?;
+            }
+            Ok(())
         }
         PatchBody::Merge(merge) => {
             json_patch::merge(object, merge);
@@ -547,7 +578,19 @@ pub(super) fn keep_immutable(
     namespace: Option<&str>,
     scope: Scope,
 ) -> Result<(), ApiError> {
-    (kind.defaults)(object);
+    // A uid in the body is a precondition, as upstream makes it: an update meant for an object
+    // that was deleted and re-created under the same name must not land on the new one.
+    if let Some(uid) = object["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        let found = stored["metadata"]["uid"].as_str().unwrap_or_default();
+        if uid != found {
+            return Err(ApiError::Conflicting {
+                resource: kind.resource.to_owned(),
+                name: object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                message: format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {found}"),
+            });
+        }
+    }
+    // The server's fields first, so defaulting sees them (a job's selector uses its uid).
     for field in
         ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"]
     {
@@ -558,8 +601,18 @@ pub(super) fn keep_immutable(
             }
         }
     }
+    match kind.plural {
+        // Only the namespace controller changes these, through /finalize.
+        "namespaces" if scope == Scope::Object => {
+            object["spec"]["finalizers"] = stored["spec"]["finalizers"].clone();
+        }
+        // An update that leaves out the service's IP or node ports keeps the ones it holds.
+        "services" => services::carry_over(object, stored),
+        _ => {}
+    }
+    (kind.defaults)(object);
     // Status is written through the status subresource only, where it has one.
-    if scope == Scope::Object && kind.has(Subresource::Status) {
+    if scope != Scope::Status && kind.has(Subresource::Status) {
         match stored.get("status") {
             Some(status) => object["status"] = status.clone(),
             None => {

@@ -90,6 +90,33 @@ fn uses_node_ports(spec: &Value) -> bool {
     }
 }
 
+/// Fills what an update of a service left out from the stored service: its cluster IPs and IP
+/// families, and the node port of each port it still has (matched by port and protocol).
+pub(super) fn carry_over(service: &mut Value, stored: &Value) {
+    let (spec, old) = (&mut service["spec"], &stored["spec"]);
+    if spec["clusterIP"].as_str().is_none_or(str::is_empty) && old["clusterIP"].is_string() {
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if !old[field].is_null() {
+                spec[field] = old[field].clone();
+            }
+        }
+    }
+    let held: Vec<&Value> = old["ports"].as_array().into_iter().flatten().collect();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            if port["nodePort"].as_i64().is_some_and(|p| p != 0) {
+                continue;
+            }
+            let protocol = port["protocol"].as_str().unwrap_or("TCP").to_owned();
+            let same =
+                held.iter().find(|p| p["port"] == port["port"] && p["protocol"].as_str().unwrap_or("TCP") == protocol);
+            if let Some(node_port) = same.and_then(|p| p["nodePort"].as_i64()) {
+                port["nodePort"] = json!(node_port);
+            }
+        }
+    }
+}
+
 /// The reservation keys a stored service holds.
 pub(super) fn held(kind: &Kind, service: &Value) -> Vec<String> {
     if kind.plural != "services" {

@@ -134,6 +134,9 @@ pub(super) async fn bind_pod(
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let kind = kinds::core("pods");
+    // Typed, so what reaches the stored pod (annotations) has the types clients expect.
+    let binding = kinds::typed::<k8s_openapi::api::core::v1::Binding>(binding)
+        .map_err(|e| ApiError::BadRequest(format!("the object is not a valid Binding: {e}")))?;
     let target = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::Invalid {
         kind: "Binding",
         name: name.to_owned(),
@@ -207,23 +210,11 @@ pub(super) async fn evict_pod(
 ) -> Result<Response, ApiError> {
     let kind = kinds::core("pods");
     let pod = get_object(&state.store, kind, Some(namespace), name).await?;
-    let labels = validate::string_map(&pod["metadata"]["labels"]);
-    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
-    if !finished {
-        let budgets = kinds::KINDS.iter().find(|k| k.plural == "poddisruptionbudgets").expect("served");
-        for pdb in list_all(state, budgets, Some(namespace), &ListParams::default()).await? {
-            let selects = crate::selector::LabelSelector::from_object(&pdb["spec"]["selector"])
-                .is_ok_and(|s| !s.is_empty() && s.matches(&labels));
-            if selects && pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) <= 0 {
-                return Err(ApiError::TooManyRequests(format!(
-                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {} \
-                     needs {} healthy pods and has {} currently",
-                    pdb["metadata"]["name"].as_str().unwrap_or_default(),
-                    pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
-                    pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
-                )));
-            }
-        }
+    // As upstream's canIgnorePDB: a pod that is not running, or already going, may always go.
+    let exempt = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed" | "Pending") | None)
+        || pod["metadata"]["deletionTimestamp"].is_string();
+    if !exempt && !dry_run {
+        take_disruption(state, namespace, &pod).await?;
     }
     let mut options = DeleteOptions::default();
     options.merge(&eviction["deleteOptions"])?;
@@ -232,6 +223,61 @@ pub(super) async fn evict_pod(
     }
     delete_object(state, kind, Some(namespace), name, options).await?;
     Ok(success(StatusCode::CREATED))
+}
+
+/// Spends one of the disruptions the pod's PodDisruptionBudget allows, or refuses with 429 as
+/// upstream does. The budget's status is written with compare-and-swap, so parallel evictions
+/// (a drain) cannot both spend the last one.
+async fn take_disruption(state: &State, namespace: &str, pod: &Value) -> Result<(), ApiError> {
+    let budgets = kinds::KINDS.iter().find(|k| k.plural == "poddisruptionbudgets").expect("served");
+    let labels = validate::string_map(&pod["metadata"]["labels"]);
+    for _ in 0..PATCH_ATTEMPTS {
+        let page = state
+            .store
+            .list(&ListOptions { prefix: collection_prefix(budgets, Some(namespace)), ..Default::default() })
+            .await
+            .map_err(|e| ApiError::from_store(e, budgets.resource, ""))?;
+        let mut matching = Vec::new();
+        for kv in page.items {
+            let pdb = with_revision(&kv)?;
+            // In policy/v1 an empty selector selects every pod of the namespace.
+            let selects =
+                crate::selector::LabelSelector::from_object(&pdb["spec"]["selector"]).is_ok_and(|s| s.matches(&labels));
+            if selects && pdb["spec"]["selector"].is_object() {
+                matching.push((kv, pdb));
+            }
+        }
+        let (kv, mut pdb) = match matching.len() {
+            0 => return Ok(()),
+            1 => matching.pop().expect("one budget"),
+            _ => {
+                return Err(ApiError::Internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+                        .into(),
+                ));
+            }
+        };
+        let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+        let observed = pdb["status"]["observedGeneration"].as_i64().unwrap_or(0);
+        if observed < pdb["metadata"]["generation"].as_i64().unwrap_or(1) || allowed <= 0 {
+            return Err(ApiError::TooManyRequests(format!(
+                "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {} needs {} \
+                 healthy pods and has {} currently",
+                pdb["metadata"]["name"].as_str().unwrap_or_default(),
+                pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
+            )));
+        }
+        pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        pdb["status"]["disruptedPods"][name] = json!(now_rfc3339());
+        match state.store.update(&kv.key, encode(&pdb)?, kv.mod_revision).await {
+            Ok(_) => return Ok(()),
+            Err(rkube_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(e, budgets.resource, "")),
+        }
+    }
+    Err(ApiError::TooManyRequests("the disruption budget is being updated; try again".into()))
 }
 
 /// PUT `namespaces/NAME/finalize`: the namespace controller sets `spec.finalizers`; a
@@ -250,7 +296,7 @@ pub(super) async fn finalize_namespace(
         Value::Null => json!([]),
         finalizers => finalizers.clone(),
     };
-    store_update(state, kind, None, name, namespace, &current, current.mod_revision, Scope::Object, dry_run).await
+    store_update(state, kind, None, name, namespace, &current, current.mod_revision, Scope::Finalize, dry_run).await
 }
 
 /// The components `kubectl get componentstatuses` reports on.
