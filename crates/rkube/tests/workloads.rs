@@ -124,6 +124,17 @@ fn workloads_get_defaults_columns_and_scale() {
         let resources = server.ok(kubectl, &["api-resources", "--api-group=apps", "--no-headers"]);
         assert!(resources.lines().any(|l| l.starts_with("deployments ") && l.contains("deploy")), "{resources}");
     }
+    // Every request above was counted, by verb, resource and code.
+    let metrics = server.ok(KUBECTLS[1], &["get", "--raw", "/metrics"]);
+    let created = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"apiserver_request_total{code="201""#) && l.contains(r#"resource="deployments""#))
+        .unwrap_or_else(|| panic!("no deployment creates counted: {metrics}"));
+    assert!(created.contains(r#"verb="POST""#) && created.ends_with(" 2"), "{created}");
+    assert!(
+        metrics.contains(r#"resource="deployments",scope="resource",subresource="scale",verb="PATCH""#),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod defaults;
 mod deletion;
 mod discovery;
 mod kinds;
+mod metrics;
 mod objects;
 mod openapi;
 mod printers;
@@ -46,11 +47,18 @@ pub const KUBE_MINOR: &str = "33";
 pub struct State {
     store: Store,
     services: services::Ranges,
+    metrics: metrics::Metrics,
 }
 
 impl State {
     pub fn new(store: Store, service_cidr: services::Cidr) -> State {
-        State { store, services: services::Ranges::new(service_cidr) }
+        State { store, services: services::Ranges::new(service_cidr), metrics: metrics::Metrics::default() }
+    }
+}
+
+impl axum::extract::FromRef<State> for metrics::Metrics {
+    fn from_ref(state: &State) -> metrics::Metrics {
+        state.metrics.clone()
     }
 }
 
@@ -91,6 +99,7 @@ pub fn router(state: State) -> Router {
         .route("/version/", get(version))
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
+        .route("/metrics", get(metrics::serve))
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
@@ -99,6 +108,7 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { ApiError::NotFoundPath("the server could not find the requested resource".into()) })
         // read_body enforces upstream's limit itself, answering with a Status.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::measure))
         .with_state(state)
 }
 
