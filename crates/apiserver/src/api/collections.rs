@@ -290,27 +290,48 @@ pub(super) async fn watch_collection(
         from.checked_add(1).ok_or_else(|| ApiError::BadRequest(format!("invalid resourceVersion {from}")))?
     };
     let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
-    let opened = state
-        .store
-        .watch(WatchOptions {
-            prefix: prefix.clone(),
-            start_revision,
-            progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
-        })
-        .await;
-    let watch = match opened {
-        Ok(watch) => watch,
-        // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event, as
-        // upstream answers, so clients relist.
-        Err(e @ rkube_store::StoreError::Compacted { .. }) => {
-            let event = json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()});
-            return Ok(Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(format!("{event}\n")))
-                .expect("static response parts"));
-        }
-        Err(e) => return Err(ApiError::from_store(e, kind.resource, "")),
-    };
+    let gone = |message: String| ApiError::Gone(message).status();
+    // Served from the watch cache when it holds what is asked for; otherwise from the store.
+    let events: futures::stream::BoxStream<'static, Result<Arc<Cached>, Value>> =
+        match state.watches.watch(&state.store, kind, prefix.clone(), start_revision).await {
+            Some(cached) => cached
+                .map(move |served| match served {
+                    Served::Event(cached) => Ok(cached),
+                    Served::TooSlow => {
+                        Err(gone(format!("the watch fell too far behind; relist {} and watch again", kind.resource)))
+                    }
+                })
+                .boxed(),
+            None => {
+                let opened = state
+                    .store
+                    .watch(WatchOptions {
+                        prefix: prefix.clone(),
+                        start_revision,
+                        progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
+                    })
+                    .await;
+                match opened {
+                    Ok(watch) => watch
+                        .map(move |event| match event {
+                            Ok(event) => Ok(Arc::new(Cached::new(event))),
+                            Err(e) => Err(ApiError::from_store(e, kind.resource, "").status()),
+                        })
+                        .boxed(),
+                    // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event,
+                    // as upstream answers, so clients relist.
+                    Err(e @ rkube_store::StoreError::Compacted { .. }) => {
+                        let event =
+                            json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()});
+                        return Ok(Response::builder()
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Body::from(format!("{event}\n")))
+                            .expect("static response parts"));
+                    }
+                    Err(e) => return Err(ApiError::from_store(e, kind.resource, "")),
+                }
+            }
+        };
     // 0 means the default, as upstream; a day at most keeps the deadline representable.
     let timeout = params
         .timeout_seconds
@@ -319,77 +340,93 @@ pub(super) async fn watch_collection(
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
 
-    let live = watch.filter_map(move |event| {
+    let live = events.filter_map(move |event| {
         let line = match event {
-            Ok(WatchEvent::Put { kv, prev }) => {
-                // An object entering the selection is ADDED, one leaving it DELETED (its old
-                // state at the new resourceVersion), as upstream's watch cache reports them.
-                let now = with_revision(&kv).ok().filter(|o| selector.matches(o));
-                let before = match prev {
-                    Some(p) => serde_json::from_slice::<Value>(&p.value).ok().filter(|o| selector.matches(o)),
-                    // History compacted away: only the version tells a create from an update.
-                    None if kv.version > 1 => now.clone(),
-                    None => None,
-                };
-                match (before, now) {
-                    (None, Some(object)) => Some(json!({"type": "ADDED", "object": object})),
-                    (Some(_), Some(object)) => Some(json!({"type": "MODIFIED", "object": object})),
-                    (Some(mut old), None) => {
-                        old["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-                        Some(json!({"type": "DELETED", "object": old}))
-                    }
-                    (None, None) => None,
-                }
-            }
-            Ok(WatchEvent::Delete { revision, prev: Some(prev), .. }) => {
-                let mut object: Value = serde_json::from_slice(&prev.value).unwrap_or(Value::Null);
-                object["metadata"]["resourceVersion"] = json!(revision.to_string());
-                selector.matches(&object).then(|| json!({"type": "DELETED", "object": object}))
-            }
-            // The deleted value was compacted away: name the object from its key, so clients
-            // still drop it.
-            Ok(WatchEvent::Delete { key, revision, prev: None }) => {
-                let mut parts = key.strip_prefix(&prefix).unwrap_or_default().splitn(2, '/');
-                let (first, second) = (parts.next().unwrap_or_default(), parts.next());
-                let (namespace, name) = match second {
-                    Some(name) => (Some(first), name),
-                    None => (None, first),
-                };
-                let mut metadata = json!({"name": name, "resourceVersion": revision.to_string()});
-                if let Some(ns) = namespace.filter(|_| kind.namespaced) {
-                    metadata["namespace"] = json!(ns);
-                }
-                Some(
-                    json!({"type": "DELETED", "object": {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": metadata}}),
-                )
-            }
-            Ok(WatchEvent::Progress { revision }) => bookmarks.then(|| {
-                json!({"type": "BOOKMARK", "object": {
-                    "kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision.to_string()}
-                }})
-            }),
-            Err(e) => Some(json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()})),
+            Ok(cached) => event_line(kind, &prefix, &selector, bookmarks, &cached),
+            Err(status) => Some(Line::Value(json!({"type": "ERROR", "object": status}))),
         };
         std::future::ready(line)
     });
     // Asked for as a Table, each event's object is a one-row Table of that object.
     let include = Include::parse(params.include_object.as_deref());
-    let events = futures::stream::iter(initial)
+    let events = futures::stream::iter(initial.into_iter().map(Line::Value))
         .chain(live)
-        .map(move |mut event| {
-            if as_table && matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
-                let object = event["object"].take();
-                let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
-                event["object"] =
-                    table::table(kind.columns, &[object], include, metadata, time::OffsetDateTime::now_utc());
-            }
-            Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n")))
+        .map(move |line| {
+            let text = match line {
+                Line::Text(text) => text,
+                Line::Value(mut event) => {
+                    if as_table && matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+                        let object = event["object"].take();
+                        let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                        event["object"] =
+                            table::table(kind.columns, &[object], include, metadata, time::OffsetDateTime::now_utc());
+                    }
+                    format!("{event}\n")
+                }
+            };
+            Ok::<_, std::io::Error>(Bytes::from(text))
         })
         .take_until(tokio::time::sleep_until(deadline));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(events))
         .expect("static response parts"))
+}
+
+/// A line of a watch: already serialized, or a value still to be (tables, initial events).
+enum Line {
+    Text(String),
+    Value(Value),
+}
+
+/// The line one store event makes for one watcher, or none if its selector excludes it. An
+/// object entering the selection is ADDED, one leaving it DELETED (its old state at the new
+/// resourceVersion), as upstream's watch cache reports them. The objects' JSON is shared by
+/// every watcher of the event.
+fn event_line(kind: &Kind, prefix: &str, selector: &Filter, bookmarks: bool, cached: &Cached) -> Option<Line> {
+    let line = |kind: &str, object: &str| Line::Text(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"));
+    match &cached.event {
+        WatchEvent::Put { kv, prev } => {
+            let now = cached.now().is_some_and(|o| selector.matches(o));
+            let before = match prev {
+                Some(_) => cached.before().is_some_and(|o| selector.matches(o)),
+                // History compacted away: only the version tells a create from an update.
+                None => kv.version > 1 && now,
+            };
+            match (before, now) {
+                (false, true) => Some(line("ADDED", cached.now_json()?)),
+                (true, true) => Some(line("MODIFIED", cached.now_json()?)),
+                (true, false) => Some(line("DELETED", cached.before_json()?)),
+                (false, false) => None,
+            }
+        }
+        WatchEvent::Delete { prev: Some(_), .. } => {
+            let object = cached.before()?;
+            selector.matches(object).then(|| line("DELETED", cached.before_json().unwrap_or("null")))
+        }
+        // The deleted value was compacted away: name the object from its key, so clients
+        // still drop it.
+        WatchEvent::Delete { key, revision, prev: None } => {
+            let mut parts = key.strip_prefix(prefix).unwrap_or_default().splitn(2, '/');
+            let (first, second) = (parts.next().unwrap_or_default(), parts.next());
+            let (namespace, name) = match second {
+                Some(name) => (Some(first), name),
+                None => (None, first),
+            };
+            let mut metadata = json!({"name": name, "resourceVersion": revision.to_string()});
+            if let Some(ns) = namespace.filter(|_| kind.namespaced) {
+                metadata["namespace"] = json!(ns);
+            }
+            Some(Line::Value(
+                json!({"type": "DELETED", "object": {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": metadata}}),
+            ))
+        }
+        WatchEvent::Progress { revision } => bookmarks.then(|| {
+            Line::Value(json!({"type": "BOOKMARK", "object": {
+                "kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision.to_string()}
+            }}))
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Objects are stored as JSON without `resourceVersion`; it is the store's `mod_revision`,
 //! filled in on the way out, as upstream's etcd3 storage does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,6 +33,7 @@ mod printers;
 pub mod services;
 mod subresources;
 mod validate;
+mod watchcache;
 
 use crate::table::{self, Column, Include};
 use collections::*;
@@ -39,6 +41,7 @@ use deletion::*;
 use kinds::*;
 use objects::*;
 use subresources::*;
+use watchcache::{Cached, Served};
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
 pub const KUBE_MINOR: &str = "33";
@@ -48,11 +51,17 @@ pub struct State {
     store: Store,
     services: services::Ranges,
     metrics: metrics::Metrics,
+    watches: watchcache::WatchCache,
 }
 
 impl State {
     pub fn new(store: Store, service_cidr: services::Cidr) -> State {
-        State { store, services: services::Ranges::new(service_cidr), metrics: metrics::Metrics::default() }
+        State {
+            store,
+            services: services::Ranges::new(service_cidr),
+            metrics: metrics::Metrics::default(),
+            watches: watchcache::WatchCache::default(),
+        }
     }
 }
 
