@@ -482,3 +482,37 @@ fn edge_writes_are_refused_or_kept_safe() {
     let error = server.fails(kubectl, &["patch", "configmap", "big", "--type=json", "-p", &patch]);
     assert!(error.contains("copies more than"), "{error}");
 }
+
+/// The rest of the kinds print upstream's columns too.
+#[test]
+fn rbac_autoscaling_policy_and_scheduling_kinds_print_upstream_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let kubectl = KUBECTLS[1];
+    apply(&server, kubectl, dir.path(), "app", APP);
+    for args in [
+        &["create", "role", "r", "--verb=get", "--resource=pods"][..],
+        &["create", "rolebinding", "rb", "--role=r", "--user=alice", "--serviceaccount=default:sa"],
+        &["autoscale", "deployment", "web", "--max=5", "--cpu-percent=80"],
+        &["create", "pdb", "p", "--selector=app=web", "--min-available=1"],
+        &["create", "priorityclass", "high", "--value=1000"],
+    ] {
+        server.ok(kubectl, args);
+    }
+    let header = |resource: &str| {
+        let out = server.ok(kubectl, &["get", resource, "-o", "wide"]);
+        (out.lines().next().unwrap().split_whitespace().map(str::to_owned).collect::<Vec<_>>(), out)
+    };
+    assert_eq!(header("roles").0, ["NAME", "CREATED", "AT"]);
+    let (columns, out) = header("rolebindings");
+    assert_eq!(columns, ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]);
+    assert!(out.contains("Role/r") && out.contains("alice") && out.contains("default:sa"), "{out}");
+    let (columns, out) = header("hpa");
+    assert_eq!(columns, ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]);
+    assert!(out.contains("Deployment/web") && out.contains("cpu: <unknown>/80%"), "{out}");
+    let (columns, _) = header("pdb");
+    assert_eq!(columns, ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"]);
+    let (columns, out) = header("priorityclasses");
+    assert_eq!(columns, ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]);
+    assert!(out.contains("PreemptLowerPriority"), "{out}");
+}

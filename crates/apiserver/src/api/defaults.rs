@@ -343,6 +343,14 @@ pub(super) fn persistent_volume_claim(object: &mut Value) {
     or(&mut object["status"], "phase", json!("Pending"));
 }
 
+pub(super) fn horizontal_pod_autoscaler(object: &mut Value) {
+    or(&mut object["spec"], "minReplicas", json!(1));
+}
+
+pub(super) fn priority_class(object: &mut Value) {
+    or(object, "preemptionPolicy", json!("PreemptLowerPriority"));
+}
+
 pub(super) fn storage_class(object: &mut Value) {
     or(object, "reclaimPolicy", json!("Delete"));
     or(object, "volumeBindingMode", json!("Immediate"));

@@ -231,9 +231,11 @@ pub(super) const KINDS: &[Kind] = &[
         short_names: &["pvc"], subresources: &[Status], defaults: defaults::persistent_volume_claim, columns: printers::PVC,
     }),
     kind!("", "v1", "limitranges", "limitrange", "LimitRange", k8s::core::v1::LimitRange, {
+        columns: printers::CREATED,
         short_names: &["limits"],
     }),
     kind!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", k8s::core::v1::ResourceQuota, {
+        columns: printers::RESOURCE_QUOTA,
         short_names: &["quota"], subresources: &[Status],
     }),
     kind!("", "v1", "podtemplates", "podtemplate", "PodTemplate", k8s::core::v1::PodTemplate, {
@@ -284,6 +286,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     // autoscaling/v2
     kind!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", k8s::autoscaling::v2::HorizontalPodAutoscaler, {
+        columns: printers::HPA, defaults: defaults::horizontal_pod_autoscaler,
         short_names: &["hpa"], categories: &["all"], subresources: &[Status], generation: true,
     }),
     // coordination.k8s.io/v1
@@ -296,37 +299,47 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     // networking.k8s.io/v1
     kind!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", k8s::networking::v1::Ingress, {
+        columns: printers::INGRESS,
         short_names: &["ing"], subresources: &[Status], generation: true,
     }),
     kind!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", k8s::networking::v1::IngressClass, {
+        columns: printers::INGRESS_CLASS,
         namespaced: false,
     }),
     kind!("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", k8s::networking::v1::NetworkPolicy, {
+        columns: printers::NETWORK_POLICY,
         short_names: &["netpol"], generation: true,
     }),
     // policy/v1
     kind!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", k8s::policy::v1::PodDisruptionBudget, {
+        columns: printers::PDB,
         short_names: &["pdb"], subresources: &[Status], generation: true,
     }),
     // rbac.authorization.k8s.io/v1
     kind!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", k8s::rbac::v1::ClusterRoleBinding, {
+        columns: printers::ROLE_BINDING,
         namespaced: false, name_rule: NameRule::PathSegment,
     }),
     kind!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", k8s::rbac::v1::ClusterRole, {
+        columns: printers::CREATED,
         namespaced: false, name_rule: NameRule::PathSegment,
     }),
     kind!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", k8s::rbac::v1::RoleBinding, {
+        columns: printers::ROLE_BINDING,
         name_rule: NameRule::PathSegment,
     }),
     kind!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", k8s::rbac::v1::Role, {
+        columns: printers::CREATED,
         name_rule: NameRule::PathSegment,
     }),
     // scheduling.k8s.io/v1
     kind!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", k8s::scheduling::v1::PriorityClass, {
+        columns: printers::PRIORITY_CLASS, defaults: defaults::priority_class,
         namespaced: false, short_names: &["pc"],
     }),
     // storage.k8s.io/v1
     kind!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", k8s::storage::v1::StorageClass, {
+        columns: printers::STORAGE_CLASS,
         namespaced: false, short_names: &["sc"], defaults: defaults::storage_class,
     }),
 ];

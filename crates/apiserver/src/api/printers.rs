@@ -629,6 +629,241 @@ pub(super) const COMPONENT_STATUS: &[Column] = &[
     Column::new("Error", "Error of the component.", |o| o["conditions"][0]["error"].clone()),
 ];
 
+/// The table upstream gives kinds without a printer: NAME and CREATED AT.
+pub(super) const CREATED: &[Column] = &[
+    NAME,
+    Column {
+        name: "Created At",
+        kind: "date",
+        format: "",
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        priority: 0,
+        cell: |o| o["metadata"]["creationTimestamp"].clone(),
+    },
+];
+
+fn int_or_string(v: &Value) -> Value {
+    match v {
+        Value::Null => json!("N/A"),
+        Value::String(s) => json!(s),
+        other => json!(other.to_string()),
+    }
+}
+
+pub(super) const PDB: &[Column] = &[
+    NAME,
+    Column::new("Min Available", "The minimum number of pods that must be available.", |o| {
+        int_or_string(&o["spec"]["minAvailable"])
+    }),
+    Column::new("Max Unavailable", "The maximum number of pods that may be unavailable.", |o| {
+        int_or_string(&o["spec"]["maxUnavailable"])
+    }),
+    Column::new("Allowed Disruptions", "Calculated number of pods that may be disrupted at this time.", |o| {
+        count(&o["status"]["disruptionsAllowed"])
+    })
+    .integer(),
+    AGE,
+];
+
+pub(super) const PRIORITY_CLASS: &[Column] = &[
+    NAME,
+    Column::new("Value", "The value of this priority class.", |o| count(&o["value"])).integer(),
+    Column {
+        kind: "boolean",
+        ..Column::new("Global-Default", "Whether this is the default class.", |o| {
+            json!(o["globalDefault"] == json!(true))
+        })
+    },
+    AGE,
+    Column::new("PreemptionPolicy", "The preemption policy of this class.", |o| json!(text(&o["preemptionPolicy"]))),
+];
+
+pub(super) const STORAGE_CLASS: &[Column] = &[
+    Column {
+        cell: |o| {
+            let annotations = &o["metadata"]["annotations"];
+            let default =
+                ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+                    .iter()
+                    .any(|a| annotations[*a] == "true");
+            let name = text(&o["metadata"]["name"]);
+            json!(if default { format!("{name} (default)") } else { name.to_owned() })
+        },
+        ..NAME
+    },
+    Column::new("Provisioner", "The provisioner of the class.", |o| o["provisioner"].clone()),
+    Column::new("ReclaimPolicy", "The reclaim policy of the class.", |o| {
+        json!(o["reclaimPolicy"].as_str().unwrap_or("Delete"))
+    }),
+    Column::new("VolumeBindingMode", "When volumes are bound.", |o| {
+        json!(o["volumeBindingMode"].as_str().unwrap_or("Immediate"))
+    }),
+    Column {
+        kind: "boolean",
+        ..Column::new("AllowVolumeExpansion", "Whether volumes may grow.", |o| {
+            json!(o["allowVolumeExpansion"] == json!(true))
+        })
+    },
+    AGE,
+];
+
+pub(super) const NETWORK_POLICY: &[Column] =
+    &[NAME, Column::new("Pod-Selector", "The pods the policy selects.", |o| selector(&o["spec"]["podSelector"])), AGE];
+
+pub(super) const INGRESS_CLASS: &[Column] = &[
+    NAME,
+    Column::new("Controller", "The controller of the class.", |o| o["spec"]["controller"].clone()),
+    Column::new("Parameters", "The parameters of the class.", |o| {
+        let p = &o["spec"]["parameters"];
+        if !p.is_object() {
+            return json!("<none>");
+        }
+        let kind = match p["apiGroup"].as_str() {
+            Some(group) if !group.is_empty() => format!("{}.{group}", text(&p["kind"])),
+            _ => text(&p["kind"]).to_owned(),
+        };
+        json!(format!("{kind}/{}", text(&p["name"])))
+    }),
+    AGE,
+];
+
+pub(super) const INGRESS: &[Column] = &[
+    NAME,
+    Column::new("Class", "The class of the ingress.", |o| or_none(text(&o["spec"]["ingressClassName"]).to_owned())),
+    Column::new("Hosts", "The hosts the ingress serves.", |o| {
+        let hosts: Vec<&str> = o["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| text(&r["host"]))
+            .filter(|h| !h.is_empty())
+            .collect();
+        json!(match hosts.len() {
+            0 => "*".to_owned(),
+            n if n > 3 => format!("{} + {} more...", hosts[..3].join(","), n - 3),
+            _ => hosts.join(","),
+        })
+    }),
+    Column::new("Address", "The address of the ingress.", |o| {
+        let addresses: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| text(if i["ip"].is_string() { &i["ip"] } else { &i["hostname"] }))
+            .collect();
+        json!(addresses.join(","))
+    }),
+    Column::new("Ports", "The ports of the ingress.", |o| {
+        json!(if len(&o["spec"]["tls"]) > 0 { "80, 443" } else { "80" })
+    }),
+    AGE,
+];
+
+fn subjects(o: &Value, kind: &str) -> Value {
+    let names: Vec<String> = o["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| match kind {
+            "ServiceAccount" => format!("{}:{}", text(&s["namespace"]), text(&s["name"])),
+            _ => text(&s["name"]).to_owned(),
+        })
+        .collect();
+    json!(names.join(", "))
+}
+
+pub(super) const ROLE_BINDING: &[Column] = &[
+    NAME,
+    Column::new("Role", "The role of the binding.", |o| {
+        json!(format!("{}/{}", text(&o["roleRef"]["kind"]), text(&o["roleRef"]["name"])))
+    }),
+    AGE,
+    Column::new("Users", "The users bound.", |o| subjects(o, "User")).wide(),
+    Column::new("Groups", "The groups bound.", |o| subjects(o, "Group")).wide(),
+    Column::new("ServiceAccounts", "The service accounts bound.", |o| subjects(o, "ServiceAccount")).wide(),
+];
+
+pub(super) const RESOURCE_QUOTA: &[Column] = &[
+    NAME,
+    Column::new("Request", "Resources requested and their limits.", |o| json!(quota(o, false))),
+    Column::new("Limit", "Resource limits and their use.", |o| json!(quota(o, true))),
+    AGE,
+];
+
+fn quota(o: &Value, limits: bool) -> String {
+    let used = &o["status"]["used"];
+    let mut entries: Vec<String> = o["status"]["hard"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("limits.") == limits)
+        .map(|(k, hard)| format!("{k}: {}/{}", used[k].as_str().unwrap_or("0"), text(hard)))
+        .collect();
+    entries.sort();
+    entries.join(", ")
+}
+
+pub(super) const HPA: &[Column] = &[
+    NAME,
+    Column::new("Reference", "The object being scaled.", |o| {
+        let target = &o["spec"]["scaleTargetRef"];
+        json!(format!("{}/{}", text(&target["kind"]), text(&target["name"])))
+    }),
+    Column::new("Targets", "The metrics and their targets.", |o| json!(hpa_targets(o))),
+    Column::new("MinPods", "The fewest replicas.", |o| match o["spec"]["minReplicas"].as_i64() {
+        Some(n) => json!(n.to_string()),
+        None => json!("<unset>"),
+    }),
+    Column::new("MaxPods", "The most replicas.", |o| count(&o["spec"]["maxReplicas"])).integer(),
+    Column::new("Replicas", "The current replicas.", |o| count(&o["status"]["currentReplicas"])).integer(),
+    AGE,
+];
+
+fn hpa_targets(o: &Value) -> String {
+    let metrics = o["spec"]["metrics"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if metrics.is_empty() {
+        return "<none>".into();
+    }
+    let current = o["status"]["currentMetrics"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let shown: Vec<String> = metrics
+        .iter()
+        .take(2)
+        .map(|m| {
+            let kind = text(&m["type"]);
+            let (key, spec) = match kind {
+                "Resource" => ("resource", &m["resource"]),
+                "ContainerResource" => ("containerResource", &m["containerResource"]),
+                "Pods" => ("pods", &m["pods"]),
+                "Object" => ("object", &m["object"]),
+                _ => ("external", &m["external"]),
+            };
+            let now = current
+                .iter()
+                .find(|c| c["type"] == kind && c[key]["name"] == spec["name"])
+                .map(|c| &c[key]["current"]);
+            let target = &spec["target"];
+            match target["averageUtilization"].as_i64() {
+                Some(utilization) => {
+                    let now = now
+                        .and_then(|c| c["averageUtilization"].as_i64())
+                        .map_or("<unknown>".to_owned(), |u| format!("{u}%"));
+                    format!("{}: {now}/{utilization}%", text(&spec["name"]))
+                }
+                None => {
+                    let want = target["averageValue"].as_str().or(target["value"].as_str()).unwrap_or("<auto>");
+                    let now =
+                        now.and_then(|c| c["averageValue"].as_str().or(c["value"].as_str())).unwrap_or("<unknown>");
+                    let name = spec["name"].as_str().or(spec["metric"]["name"].as_str()).unwrap_or_default();
+                    format!("{name}: {now}/{want}")
+                }
+            }
+        })
+        .collect();
+    let more = metrics.len().saturating_sub(2);
+    if more > 0 { format!("{} + {more} more...", shown.join(", ")) } else { shown.join(", ") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,6 +894,25 @@ mod tests {
         assert_eq!(pairs(&svc["spec"]["selector"]), "a=1,b=2");
         let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}});
         assert_eq!(external_ip(&lb), "<pending>");
+    }
+
+    #[test]
+    fn hpa_targets_read_as_upstream() {
+        let hpa = json!({"spec": {"metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+            {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "1k"}}},
+        ]}, "status": {"currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45}}}]}});
+        assert_eq!(hpa_targets(&hpa), "cpu: 45%/80%, memory: <unknown>/100Mi + 1 more...");
+        assert_eq!(hpa_targets(&json!({"spec": {}})), "<none>");
+    }
+
+    #[test]
+    fn quota_columns_split_requests_from_limits() {
+        let quota = json!({"status": {"hard": {"pods": "10", "limits.cpu": "2", "requests.cpu": "1"},
+                                      "used": {"pods": "3", "limits.cpu": "500m"}}});
+        assert_eq!(super::quota(&quota, false), "pods: 3/10, requests.cpu: 0/1");
+        assert_eq!(super::quota(&quota, true), "limits.cpu: 500m/2");
     }
 
     #[test]
