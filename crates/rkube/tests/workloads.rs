@@ -516,3 +516,39 @@ fn rbac_autoscaling_policy_and_scheduling_kinds_print_upstream_columns() {
     assert_eq!(columns, ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]);
     assert!(out.contains("PreemptLowerPriority"), "{out}");
 }
+
+/// A kind served in two versions is one object: kubectl 1.27's `autoscale` writes
+/// autoscaling/v1, which reads back as v2; an events.k8s.io/v1 Event is a core Event.
+#[test]
+fn versions_of_one_kind_are_one_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (old, new) = (KUBECTLS[0], KUBECTLS[1]);
+    apply(&server, new, dir.path(), "app", APP);
+    server.ok(old, &["autoscale", "deployment", "web", "--max=5", "--cpu-percent=70"]);
+    let v2 = json(&server, new, &["get", "hpa.v2.autoscaling", "web"]);
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70, "{v2}");
+    assert!(v2["metadata"].get("annotations").is_none(), "{v2}");
+    server.ok(old, &["patch", "hpa", "web", "-p", r#"{"spec":{"maxReplicas":7}}"#]);
+    let v1 = server.ok(new, &["get", "--raw", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web"]);
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    assert_eq!(
+        (v1["spec"]["maxReplicas"].as_i64(), v1["spec"]["targetCPUUtilizationPercentage"].as_i64()),
+        (Some(7), Some(70))
+    );
+    let listed = server.ok(new, &["get", "hpa"]);
+    assert!(listed.contains("cpu: <unknown>/70%"), "{listed}");
+
+    let event = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e1}\neventTime: \"2026-11-22T08:00:00.000000Z\"\n\
+                 reportingController: me\nreportingInstance: me-1\naction: Test\nreason: Testing\ntype: Normal\nnote: hello\n\
+                 regarding: {kind: Pod, name: solo, namespace: default}\n";
+    apply(&server, new, dir.path(), "event", event);
+    let core = json(&server, new, &["get", "events.v1.", "e1"]);
+    assert_eq!(
+        (core["message"].as_str(), core["involvedObject"]["name"].as_str()),
+        (Some("hello"), Some("solo")),
+        "{core}"
+    );
+    let shown = server.ok(new, &["get", "events"]);
+    assert!(shown.contains("pod/solo") && shown.contains("hello"), "{shown}");
+}

@@ -58,7 +58,7 @@ impl Filter {
         self.fields.terms.is_empty() && self.labels.is_empty()
     }
 
-    fn parse(kind: &Kind, params: &ListParams) -> Result<Filter, ApiError> {
+    pub(super) fn parse(kind: &Kind, params: &ListParams) -> Result<Filter, ApiError> {
         Ok(Filter {
             fields: FieldSelector::parse(kind, params.field_selector.as_deref())?,
             labels: LabelSelector::parse(params.label_selector.as_deref().unwrap_or(""))
@@ -91,7 +91,7 @@ pub(super) async fn read_collection(
     let selector = Filter::parse(kind, &params)?;
     let prefix = collection_prefix(kind, namespace.as_deref());
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
-        return watch_collection(state, kind, prefix, selector, params, as_table).await;
+        return watch_collection(state, kind, kind, prefix, selector, params, as_table, None).await;
     }
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     options.revision = list_revision(state, &params).await?;
@@ -259,13 +259,18 @@ pub(super) const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How often an idle watch gets a bookmark, if it asked for them.
 pub(super) const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A watch of `stored`'s objects under `prefix`, shown as `kind` (the same kind, or a version
+/// converted from it by `convert`).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn watch_collection(
     state: &State,
     kind: &'static Kind,
+    stored: &'static Kind,
     prefix: String,
     selector: Filter,
     params: ListParams,
     as_table: bool,
+    convert: Option<fn(Value) -> Value>,
 ) -> Result<Response, ApiError> {
     let from: i64 = match params.resource_version.as_deref() {
         None | Some("") | Some("0") => 0,
@@ -282,6 +287,7 @@ pub(super) async fn watch_collection(
         for kv in &page.items {
             let object = with_revision(kv)?;
             if selector.matches(&object) {
+                let object = shown(kind, convert, object);
                 initial.push(json!({"type": "ADDED", "object": object}));
             }
         }
@@ -293,7 +299,7 @@ pub(super) async fn watch_collection(
     let gone = |message: String| ApiError::Gone(message).status();
     // Served from the watch cache when it holds what is asked for; otherwise from the store.
     let events: futures::stream::BoxStream<'static, Result<Arc<Cached>, Value>> =
-        match state.watches.watch(&state.store, kind, prefix.clone(), start_revision).await {
+        match state.watches.watch(&state.store, stored, prefix.clone(), start_revision).await {
             Some(cached) => cached
                 .map(move |served| match served {
                     Served::Event(cached) => Ok(cached),
@@ -342,7 +348,7 @@ pub(super) async fn watch_collection(
 
     let live = events.filter_map(move |event| {
         let line = match event {
-            Ok(cached) => event_line(kind, &prefix, &selector, bookmarks, &cached),
+            Ok(cached) => event_line(kind, &prefix, &selector, bookmarks, &cached, convert),
             Err(status) => Some(Line::Value(json!({"type": "ERROR", "object": status}))),
         };
         std::future::ready(line)
@@ -373,6 +379,20 @@ pub(super) async fn watch_collection(
         .expect("static response parts"))
 }
 
+/// An object as the watched kind shows it: converted if it is another version of the stored
+/// kind, and stamped with that version.
+fn shown(kind: &Kind, convert: Option<fn(Value) -> Value>, object: Value) -> Value {
+    match convert {
+        Some(convert) => {
+            let mut object = convert(object);
+            object["apiVersion"] = json!(kind.api_version);
+            object["kind"] = json!(kind.kind);
+            object
+        }
+        None => object,
+    }
+}
+
 /// A line of a watch: already serialized, or a value still to be (tables, initial events).
 enum Line {
     Text(String),
@@ -383,8 +403,25 @@ enum Line {
 /// object entering the selection is ADDED, one leaving it DELETED (its old state at the new
 /// resourceVersion), as upstream's watch cache reports them. The objects' JSON is shared by
 /// every watcher of the event.
-fn event_line(kind: &Kind, prefix: &str, selector: &Filter, bookmarks: bool, cached: &Cached) -> Option<Line> {
-    let line = |kind: &str, object: &str| Line::Text(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"));
+fn event_line(
+    kind: &Kind,
+    prefix: &str,
+    selector: &Filter,
+    bookmarks: bool,
+    cached: &Cached,
+    convert: Option<fn(Value) -> Value>,
+) -> Option<Line> {
+    let line = |event: &str, now: bool| match convert {
+        // A converted version has its own JSON; the shared form is the stored version's.
+        Some(convert) => {
+            let object = if now { cached.now()? } else { cached.before()? };
+            Some(Line::Value(json!({"type": event, "object": shown(kind, Some(convert), object.clone())})))
+        }
+        None => {
+            let object = if now { cached.now_json()? } else { cached.before_json()? };
+            Some(Line::Text(format!("{{\"type\":\"{event}\",\"object\":{object}}}\n")))
+        }
+    };
     match &cached.event {
         WatchEvent::Put { kv, prev } => {
             let now = cached.now().is_some_and(|o| selector.matches(o));
@@ -394,15 +431,18 @@ fn event_line(kind: &Kind, prefix: &str, selector: &Filter, bookmarks: bool, cac
                 None => kv.version > 1 && now,
             };
             match (before, now) {
-                (false, true) => Some(line("ADDED", cached.now_json()?)),
-                (true, true) => Some(line("MODIFIED", cached.now_json()?)),
-                (true, false) => Some(line("DELETED", cached.before_json()?)),
+                (false, true) => line("ADDED", true),
+                (true, true) => line("MODIFIED", true),
+                (true, false) => line("DELETED", false),
                 (false, false) => None,
             }
         }
         WatchEvent::Delete { prev: Some(_), .. } => {
-            let object = cached.before()?;
-            selector.matches(object).then(|| line("DELETED", cached.before_json().unwrap_or("null")))
+            if selector.matches(cached.before()?) {
+                line("DELETED", false)
+            } else {
+                None
+            }
         }
         // The deleted value was compacted away: name the object from its key, so clients
         // still drop it.

@@ -6,6 +6,7 @@
 use super::*;
 use crate::api::defaults;
 use crate::api::printers;
+use crate::api::versions;
 
 /// One served resource type.
 pub(super) struct Kind {
@@ -32,6 +33,8 @@ pub(super) struct Kind {
     pub(super) generation: bool,
     /// Served for reading only (computed by the server).
     pub(super) read_only: bool,
+    /// Set for a version that is stored as another (autoscaling/v1 HPA as v2).
+    pub(super) conversion: Option<&'static versions::Conversion>,
     /// Decodes a request body as this kind (rejecting wrong field types) and re-encodes it.
     pub(super) normalize: fn(Value) -> Result<Value, serde_json::Error>,
     /// The kind's JSON schema (a `$ref` into the generator's definitions), for OpenAPI.
@@ -130,6 +133,7 @@ const BASE: Kind = Kind {
     field_labels: &[],
     generation: false,
     read_only: false,
+    conversion: None,
     normalize: |v| Ok(v),
     schema: |_| schemars::Schema::default(),
     name_rule: NameRule::Dns1123Subdomain,
@@ -289,6 +293,12 @@ pub(super) const KINDS: &[Kind] = &[
         columns: printers::HPA, defaults: defaults::horizontal_pod_autoscaler,
         short_names: &["hpa"], categories: &["all"], subresources: &[Status], generation: true,
     }),
+    kind!("autoscaling", "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", k8s::autoscaling::v1::HorizontalPodAutoscaler, {
+        short_names: &["hpa"], categories: &["all"], subresources: &[Status], generation: true,
+        columns: printers::HPA, conversion: Some(&versions::Conversion {
+            stored: ("autoscaling", "v2", "horizontalpodautoscalers"), up: versions::hpa_up, down: versions::hpa_down,
+        }),
+    }),
     // coordination.k8s.io/v1
     kind!("coordination.k8s.io", "v1", "leases", "lease", "Lease", k8s::coordination::v1::Lease, {
         columns: printers::LEASE,
@@ -296,6 +306,12 @@ pub(super) const KINDS: &[Kind] = &[
     // discovery.k8s.io/v1
     kind!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", k8s::discovery::v1::EndpointSlice, {
         columns: printers::ENDPOINT_SLICE,
+    }),
+    // events.k8s.io/v1
+    kind!("events.k8s.io", "v1", "events", "event", "Event", k8s::events::v1::Event, {
+        short_names: &["ev"], columns: printers::EVENT, conversion: Some(&versions::Conversion {
+            stored: ("", "v1", "events"), up: versions::event_up, down: versions::event_down,
+        }),
     }),
     // networking.k8s.io/v1
     kind!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", k8s::networking::v1::Ingress, {
@@ -477,7 +493,10 @@ mod tests {
     fn the_table_is_consistent() {
         let mut seen = std::collections::HashSet::new();
         for kind in KINDS {
-            assert!(seen.insert((kind.group, kind.plural)), "{} is listed twice", kind.resource);
+            assert!(seen.insert((kind.group, kind.version, kind.plural)), "{} is listed twice", kind.resource);
+            // Storage keys are by plural: two kinds share one only through a conversion.
+            let sharing = KINDS.iter().filter(|k| k.plural == kind.plural && k.conversion.is_none()).count();
+            assert_eq!(sharing, 1, "{} is stored under a plural another kind uses", kind.resource);
             assert_eq!(kind.list_kind, format!("{}List", kind.kind));
             assert!(kind.plural.chars().all(|c| c.is_ascii_lowercase()), "{}", kind.plural);
             let sample = json!({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": "x"}});

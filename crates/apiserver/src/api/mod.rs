@@ -33,6 +33,7 @@ mod printers;
 pub mod services;
 mod subresources;
 mod validate;
+mod versions;
 mod watchcache;
 
 use crate::table::{self, Column, Include};
@@ -235,6 +236,10 @@ async fn serve(
     // A namespaced kind is read across namespaces at its bare path, but written only in one.
     if kind.namespaced && ns.is_none() && method != Method::GET {
         return Err(not_allowed(&method));
+    }
+    if let Some(conversion) = kind.conversion {
+        let name = target.name.as_deref();
+        return versions::serve_converted(state, kind, conversion, ns, name, target.subresource, request).await;
     }
     match (&method, target.name.as_deref(), target.subresource) {
         (&Method::GET, None, None) => {

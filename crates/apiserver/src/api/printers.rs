@@ -323,20 +323,41 @@ pub(super) const NODE: &[Column] = &[
     .wide(),
 ];
 
+/// A field of a core/v1 Event, or its events.k8s.io/v1 name: both versions print alike.
+fn event_field<'a>(o: &'a Value, core: &str) -> &'a Value {
+    if !o[core].is_null() {
+        return &o[core];
+    }
+    let renamed = match core {
+        "involvedObject" => "regarding",
+        "message" => "note",
+        "source" => "deprecatedSource",
+        "firstTimestamp" => "deprecatedFirstTimestamp",
+        "lastTimestamp" => "deprecatedLastTimestamp",
+        "count" => "deprecatedCount",
+        other => other,
+    };
+    &o[renamed]
+}
+
 pub(super) const EVENT: &[Column] = &[
     Column::new("Last Seen", "Time when last this event was seen.", |o| {
-        let last = if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else { &o["eventTime"] };
+        let last =
+            if event_field(o, "lastTimestamp").is_string() { event_field(o, "lastTimestamp") } else { &o["eventTime"] };
         age_of(last)
     }),
     Column::new("Type", "Type of this event.", |o| o["type"].clone()),
     Column::new("Reason", "Reason why this event was generated.", |o| o["reason"].clone()),
     Column::new("Object", "The object this event is about.", |o| {
-        let involved = &o["involvedObject"];
+        let involved = event_field(o, "involvedObject");
         json!(format!("{}/{}", text(&involved["kind"]).to_lowercase(), text(&involved["name"])))
     }),
-    Column::new("Subobject", "The subobject this event is about.", |o| o["involvedObject"]["fieldPath"].clone()).wide(),
+    Column::new("Subobject", "The subobject this event is about.", |o| {
+        event_field(o, "involvedObject")["fieldPath"].clone()
+    })
+    .wide(),
     Column::new("Source", "The component reporting this event.", |o| {
-        let source = &o["source"];
+        let source = event_field(o, "source");
         let host = text(&source["host"]);
         json!(if host.is_empty() {
             text(&source["component"]).to_owned()
@@ -346,10 +367,13 @@ pub(super) const EVENT: &[Column] = &[
     })
     .wide(),
     Column::new("Message", "A human-readable description of the status of this operation.", |o| {
-        json!(text(&o["message"]).trim())
+        json!(text(event_field(o, "message")).trim())
     }),
-    Column::new("First Seen", "Time when this event was first seen.", |o| age_of(&o["firstTimestamp"])).wide(),
-    Column::new("Count", "Number of times this event has been seen.", |o| o["count"].clone()).integer().wide(),
+    Column::new("First Seen", "Time when this event was first seen.", |o| age_of(event_field(o, "firstTimestamp")))
+        .wide(),
+    Column::new("Count", "Number of times this event has been seen.", |o| event_field(o, "count").clone())
+        .integer()
+        .wide(),
     Column { priority: 1, ..NAME },
 ];
 
@@ -821,6 +845,12 @@ pub(super) const HPA: &[Column] = &[
 ];
 
 fn hpa_targets(o: &Value) -> String {
+    // The autoscaling/v1 view has one CPU target.
+    if let Some(target) = o["spec"]["targetCPUUtilizationPercentage"].as_i64() {
+        let now =
+            o["status"]["currentCPUUtilizationPercentage"].as_i64().map_or("<unknown>".into(), |u| format!("{u}%"));
+        return format!("cpu: {now}/{target}%");
+    }
     let metrics = o["spec"]["metrics"].as_array().map(Vec::as_slice).unwrap_or_default();
     if metrics.is_empty() {
         return "<none>".into();
