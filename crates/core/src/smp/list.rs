@@ -18,7 +18,7 @@ use crate::smp::PATCH_DIRECTIVE;
 use crate::smp::error::SmpError;
 use crate::smp::merge::Merger;
 use crate::smp::meta::{FieldMeta, Strategy};
-use crate::smp::value::{JsonType, ident, json_eq, json_type, position};
+use crate::smp::value::{JsonType, Positions, canon, ident, json_eq, json_type};
 
 impl<'m, 'p> Merger<'m, 'p> {
     /// Merges a patch list into the live list (`None` when the field is absent
@@ -127,6 +127,7 @@ impl<'m, 'p> Merger<'m, 'p> {
         let mut replace = false;
         // Plain elements with their merge key's value.
         let mut plain: Vec<(&'p Map<String, Value>, &'p Value)> = Vec::with_capacity(patch.len());
+        let mut deleted = std::collections::HashSet::new();
 
         // First the special elements. Deletions remove every live element with
         // the key (duplicates included); `$patch: replace` anywhere in the list
@@ -143,7 +144,7 @@ impl<'m, 'p> Merger<'m, 'p> {
                 Some(d) => match d.as_str() {
                     Some("delete") => {
                         let Some(id) = ident(item, Some(key)) else { return Err(self.missing_key(key)) };
-                        list.retain(|e| !ident(e, Some(key)).is_some_and(|x| json_eq(x, id)));
+                        deleted.insert(canon(id));
                     }
                     Some("replace") => replace = true,
                     Some("merge") => {
@@ -154,6 +155,10 @@ impl<'m, 'p> Merger<'m, 'p> {
                     }
                 },
             }
+        }
+
+        if !deleted.is_empty() {
+            list.retain(|e| !ident(e, Some(key)).is_some_and(|x| deleted.contains(&canon(x))));
         }
 
         // Ordering needs the key on live elements too; upstream also fails here.
@@ -170,10 +175,11 @@ impl<'m, 'p> Merger<'m, 'p> {
         }
 
         let mut appended = Vec::new();
+        let mut by_key = Positions::new(list.iter().map(|e| ident(e, Some(key))));
         for &(m, id) in &plain {
             // Search the growing list, so a key repeated in the patch merges
             // into the element its first occurrence added.
-            let found = list.iter().position(|e| ident(e, Some(key)).is_some_and(|x| json_eq(x, id)));
+            let found = by_key.get(Some(id));
             match found {
                 Some(i) => {
                     let base = match &mut list[i] {
@@ -185,6 +191,7 @@ impl<'m, 'p> Merger<'m, 'p> {
                 None => {
                     let clean = self.merge_map(Map::new(), m)?.unwrap_or_default();
                     appended.push(id.clone());
+                    by_key.insert(id, list.len());
                     list.push(Value::Object(clean));
                 }
             }
@@ -192,11 +199,11 @@ impl<'m, 'p> Merger<'m, 'p> {
 
         // Elements the patch names follow the patch's order; the rest keep the
         // live order; interleave by the live order.
-        let patch_ids: Vec<Value> = plain.iter().map(|(_, id)| (*id).clone()).collect();
+        let patch_ids = Positions::new(plain.iter().map(|(_, id)| Some(*id)));
         let (mut named, rest): (Vec<Value>, Vec<Value>) =
-            list.into_iter().partition(|e| position(&patch_ids, ident(e, Some(key))).is_some());
+            list.into_iter().partition(|e| patch_ids.get(ident(e, Some(key))).is_some());
         // (sort_by_cached_key is stable and computes each position once.)
-        named.sort_by_cached_key(|e| position(&patch_ids, ident(e, Some(key))));
+        named.sort_by_cached_key(|e| patch_ids.get(ident(e, Some(key))));
         let out = interleave(rest, named, &server_order, Some(key));
 
         // Upstream's `$setElementOrder` step compares with the live list *as its
@@ -232,11 +239,13 @@ impl<'m, 'p> Merger<'m, 'p> {
                 .collect::<Result<_, _>>()?,
         };
         self.check_order(patch, &order_ids, key)?;
+        let order_positions = Positions::new(order_ids.iter().map(Some));
 
         let (mut named, mut rest): (Vec<Value>, Vec<Value>) =
-            merged.into_iter().partition(|e| position(&order_ids, ident(e, key)).is_some());
-        named.sort_by_cached_key(|e| position(&order_ids, ident(e, key)));
-        rest.sort_by_cached_key(|e| position(server_order, ident(e, key)).unwrap_or(usize::MAX));
+            merged.into_iter().partition(|e| order_positions.get(ident(e, key)).is_some());
+        named.sort_by_cached_key(|e| order_positions.get(ident(e, key)));
+        let server_positions = Positions::new(server_order.iter().map(Some));
+        rest.sort_by_cached_key(|e| server_positions.get(ident(e, key)).unwrap_or(usize::MAX));
         Ok(interleave(rest, named, server_order, key))
     }
 
@@ -277,19 +286,15 @@ fn order_key<'m>(meta: &FieldMeta<'m>) -> Option<&'m str> {
 /// the module docs. The server order is the live list.
 fn merge_set(live: Vec<Value>, patch: &[Value]) -> (Vec<Value>, Vec<Value>) {
     let named = dedup(patch.iter());
-    let rest: Vec<Value> = dedup(live.iter()).into_iter().filter(|v| !named.iter().any(|n| json_eq(n, v))).collect();
+    let named_set: std::collections::HashSet<String> = named.iter().map(canon).collect();
+    let rest: Vec<Value> = dedup(live.iter()).into_iter().filter(|v| !named_set.contains(&canon(v))).collect();
     let out = interleave(rest, named, &live, None);
     (out, live)
 }
 
 fn dedup<'a>(items: impl Iterator<Item = &'a Value>) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    for v in items {
-        if !out.iter().any(|o| json_eq(o, v)) {
-            out.push(v.clone());
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    items.filter(|v| seen.insert(canon(v))).cloned().collect()
 }
 
 fn has_patch_directive(v: &Value) -> bool {
@@ -301,8 +306,9 @@ fn has_patch_directive(v: &Value) -> bool {
 /// of `named` in `order`; otherwise, including when either head is missing from
 /// `order`, take from `named`.
 fn interleave(rest: Vec<Value>, named: Vec<Value>, order: &[Value], key: Option<&str>) -> Vec<Value> {
-    let rest_pos: Vec<Option<usize>> = rest.iter().map(|v| position(order, ident(v, key))).collect();
-    let named_pos: Vec<Option<usize>> = named.iter().map(|v| position(order, ident(v, key))).collect();
+    let positions = Positions::new(order.iter().map(Some));
+    let rest_pos: Vec<Option<usize>> = rest.iter().map(|v| positions.get(ident(v, key))).collect();
+    let named_pos: Vec<Option<usize>> = named.iter().map(|v| positions.get(ident(v, key))).collect();
     let mut out = Vec::with_capacity(rest.len() + named.len());
     let mut r = rest.into_iter().zip(rest_pos).peekable();
     let mut n = named.into_iter().zip(named_pos).peekable();

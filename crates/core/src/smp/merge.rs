@@ -281,7 +281,8 @@ impl<'m, 'p> Merger<'m, 'p> {
             return Err(bad(self, "must be a list of primitive values"));
         }
         if let Some(Value::Array(live)) = original.get_mut(field) {
-            live.retain(|item| !values.iter().any(|v| crate::smp::value::json_eq(item, v)));
+            let gone: std::collections::HashSet<String> = values.iter().map(crate::smp::value::canon).collect();
+            live.retain(|item| !gone.contains(&crate::smp::value::canon(item)));
         }
         self.path.pop();
         Ok(())

@@ -58,10 +58,69 @@ pub(crate) fn ident<'v>(item: &'v Value, key: Option<&str>) -> Option<&'v Value>
     }
 }
 
-/// Index of the first entry of `order` equal to `id`.
-pub(crate) fn position(order: &[Value], id: Option<&Value>) -> Option<usize> {
-    let id = id?;
-    order.iter().position(|o| json_eq(o, id))
+/// A hashable form of a value with [`json_eq`]'s equality (numbers by value), so lookups in
+/// long lists are hash lookups: a patch of a few MiB must not take quadratic time.
+pub(crate) fn canon(v: &Value) -> String {
+    let mut out = String::new();
+    write_canon(v, &mut out);
+    out
+}
+
+fn write_canon(v: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    match v {
+        Value::Number(n) => {
+            let integral = n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)).or_else(|| {
+                let f = n.as_f64()?;
+                (f.fract() == 0.0 && f.abs() < 1e18).then_some(f as i128)
+            });
+            match integral {
+                Some(i) => write!(out, "n{i};"),
+                None => write!(out, "f{};", n.as_f64().unwrap_or(0.0).to_bits()),
+            }
+            .expect("writing to a String");
+        }
+        Value::String(s) => write!(out, "s{}:{s}", s.len()).expect("writing to a String"),
+        Value::Bool(b) => out.push_str(if *b { "t" } else { "F" }),
+        Value::Null => out.push('z'),
+        Value::Array(items) => {
+            out.push('[');
+            items.iter().for_each(|i| write_canon(i, out));
+            out.push(']');
+        }
+        Value::Object(map) => {
+            // serde_json's map iterates in key order, so equal objects write alike.
+            out.push('{');
+            for (k, v) in map {
+                write!(out, "{}:{k}", k.len()).expect("writing to a String");
+                write_canon(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The first position of each identity in a list, for lookups by identity in O(1).
+pub(crate) struct Positions(std::collections::HashMap<String, usize>);
+
+impl Positions {
+    pub(crate) fn new<'a>(ids: impl Iterator<Item = Option<&'a Value>>) -> Positions {
+        let mut map = std::collections::HashMap::new();
+        for (i, id) in ids.enumerate() {
+            if let Some(id) = id {
+                map.entry(canon(id)).or_insert(i);
+            }
+        }
+        Positions(map)
+    }
+
+    pub(crate) fn get(&self, id: Option<&Value>) -> Option<usize> {
+        self.0.get(&canon(id?)).copied()
+    }
+
+    pub(crate) fn insert(&mut self, id: &Value, at: usize) {
+        self.0.entry(canon(id)).or_insert(at);
+    }
 }
 
 #[cfg(test)]
