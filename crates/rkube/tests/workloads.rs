@@ -191,6 +191,19 @@ fn services_get_unique_cluster_ips_and_node_ports() {
     let error = server.fails(kubectl, &["create", "-f", outside.to_str().unwrap()]);
     assert!(error.contains("is not in the valid range"), "{error}");
 
+    // One port number over two protocols shares one node port, as upstream.
+    apply(
+        &server,
+        kubectl,
+        dir.path(),
+        "dns",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec:\n  type: NodePort\n  \
+         ports: [{name: udp, port: 53, protocol: UDP}, {name: tcp, port: 53, protocol: TCP}]\n",
+    );
+    let dns = json(&server, kubectl, &["get", "service", "dns"]);
+    assert_eq!(dns["spec"]["ports"][0]["nodePort"], dns["spec"]["ports"][1]["nodePort"], "{dns}");
+    server.ok(kubectl, &["delete", "service", "dns"]);
+
     let listed = server.ok(kubectl, &["get", "services"]);
     let row = listed.lines().find(|l| l.starts_with("a ")).unwrap();
     assert!(row.contains("NodePort") && row.contains(&format!("80:{node_port}/TCP")), "{listed}");

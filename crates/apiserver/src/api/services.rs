@@ -132,6 +132,8 @@ pub(super) fn held(kind: &Kind, service: &Value) -> Vec<String> {
         .map(ip_key)
         .collect();
     keys.extend(spec["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_i64()).map(port_key));
+    keys.sort();
+    keys.dedup();
     keys
 }
 
@@ -251,18 +253,25 @@ async fn allocate_into(
         spec["ipFamilyPolicy"] = json!("SingleStack");
     }
     let needs_ports = uses_node_ports(&service["spec"]);
+    // A LoadBalancer that opts out of node ports still keeps the ones it asks for.
+    let keeps_requested = service["spec"]["type"] == "LoadBalancer";
     let held_ports: Vec<i64> = stored
         .map(|s| s["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_i64()).collect())
         .unwrap_or_default();
+    // As upstream: ports with the same number (53/TCP and 53/UDP) share one node port, and a
+    // node port named twice is reserved once.
+    let mut by_number: std::collections::HashMap<i64, i64> = Default::default();
+    let mut reserved_here: Vec<i64> = Vec::new();
     let count = service["spec"]["ports"].as_array().map_or(0, Vec::len);
     for i in 0..count {
         let requested = service["spec"]["ports"][i]["nodePort"].as_i64().filter(|p| *p != 0);
-        if !needs_ports {
+        let number = service["spec"]["ports"][i]["port"].as_i64().unwrap_or(0);
+        if !needs_ports && !(keeps_requested && requested.is_some()) {
             service["spec"]["ports"][i].as_object_mut().map(|p| p.remove("nodePort"));
             continue;
         }
-        let port = match requested {
-            Some(port) if held_ports.contains(&port) => port,
+        let port = match requested.or_else(|| by_number.get(&number).copied()) {
+            Some(port) if held_ports.contains(&port) || reserved_here.contains(&port) => port,
             Some(port) => {
                 let field = format!("spec.ports[{i}].nodePort");
                 if !(i64::from(*NODE_PORTS.start())..=i64::from(*NODE_PORTS.end())).contains(&port) {
@@ -282,14 +291,17 @@ async fn allocate_into(
                     ));
                 }
                 made.push(port_key(port));
+                reserved_here.push(port);
                 port
             }
             None => {
                 let port = random_port(state, owner).await?;
                 made.push(port_key(port));
+                reserved_here.push(port);
                 port
             }
         };
+        by_number.entry(number).or_insert(port);
         service["spec"]["ports"][i]["nodePort"] = json!(port);
     }
     Ok(())
