@@ -266,7 +266,8 @@ async fn allocate_into(
     for i in 0..count {
         let requested = service["spec"]["ports"][i]["nodePort"].as_i64().filter(|p| *p != 0);
         let number = service["spec"]["ports"][i]["port"].as_i64().unwrap_or(0);
-        if !needs_ports && !(keeps_requested && requested.is_some()) {
+        let keep = needs_ports || (keeps_requested && requested.is_some());
+        if !keep {
             service["spec"]["ports"][i].as_object_mut().map(|p| p.remove("nodePort"));
             continue;
         }
