@@ -565,3 +565,59 @@ fn versions_of_one_kind_are_one_object() {
     let shown = server.ok(new, &["get", "events"]);
     assert!(shown.contains("pod/solo") && shown.contains("hello"), "{shown}");
 }
+
+/// The rest of kubectl's everyday reading and waiting: describe, the output forms,
+/// componentstatuses, and `wait` for a condition (set through the status subresource, as a
+/// controller would) and for deletion.
+#[test]
+fn describe_output_forms_and_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for (n, kubectl) in KUBECTLS.iter().enumerate() {
+        let ns = format!("w{n}");
+        apply(
+            &server,
+            kubectl,
+            dir.path(),
+            "ns",
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        );
+        apply_in(&server, kubectl, dir.path(), &ns, "app", APP);
+        let described = server.ok(kubectl, &["-n", &ns, "describe", "deployment", "web"]);
+        assert!(described.contains("Replicas:") && described.contains("nginx:1.25"), "{kubectl}: {described}");
+        assert!(described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+        let columns = server.ok(
+            kubectl,
+            &[
+                "-n",
+                &ns,
+                "get",
+                "deploy",
+                "-o",
+                "custom-columns=NAME:.metadata.name,IMAGE:.spec.template.spec.containers[0].image",
+            ],
+        );
+        assert_eq!(columns.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["web", "nginx:1.25"]);
+        let labels = server.ok(kubectl, &["get", "namespaces", "--show-labels"]);
+        assert!(labels.contains(&format!("kubernetes.io/metadata.name={ns}")), "{labels}");
+        let everywhere = server.ok(kubectl, &["get", "services", "-A"]);
+        assert!(everywhere.contains(&format!("{ns} ")) && everywhere.contains("kubernetes"), "{everywhere}");
+        let yaml = server.ok(kubectl, &["-n", &ns, "get", "job", "once", "-o", "yaml"]);
+        assert!(yaml.contains("kind: Job") && yaml.contains("backoffLimit: 6"), "{yaml}");
+
+        let condition =
+            r#"{"status":{"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable"}]}}"#;
+        server.ok(
+            kubectl,
+            &["-n", &ns, "patch", "deployment", "web", "--subresource=status", "--type=merge", "-p", condition],
+        );
+        let waited =
+            server.ok(kubectl, &["-n", &ns, "wait", "--for=condition=Available", "deployment/web", "--timeout=10s"]);
+        assert!(waited.contains("condition met"), "{kubectl}: {waited}");
+        server.ok(kubectl, &["-n", &ns, "delete", "job", "once", "--wait=false"]);
+        server.ok(kubectl, &["-n", &ns, "wait", "--for=delete", "job/once", "--timeout=10s"]);
+    }
+    let statuses = server.ok(KUBECTLS[1], &["get", "componentstatuses"]);
+    assert!(statuses.lines().any(|l| l.starts_with("etcd-0") && l.contains("Healthy")), "{statuses}");
+    assert!(statuses.contains("scheduler") && statuses.contains("controller-manager"), "{statuses}");
+}
