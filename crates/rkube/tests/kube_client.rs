@@ -303,3 +303,103 @@ async fn many_watchers_see_their_events_in_order() {
         .collect();
     assert_eq!(names, ["w6", "w7", "w8", "w9"]);
 }
+
+/// Fuzzes the server's request decoding and patching over real HTTP: mutated and truncated
+/// bodies, in every content type, to create, replace and patch. No answer may be a 500, and
+/// the server must still answer at the end. `RKUBE_FUZZ_SCALE=n` runs n times as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_get_client_errors_never_500s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = client(&server).await;
+    let valid = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "target", "labels": {"a": "b"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}}, "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}],
+                                      "env": [{"name": "X", "value": "1"}]}]}}},
+    })
+    .to_string()
+    .into_bytes();
+    let create = http::Request::post("/apis/apps/v1/namespaces/default/deployments")
+        .header("content-type", "application/json")
+        .body(valid.clone())
+        .unwrap();
+    client.request_text(create).await.unwrap();
+
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let scale: usize = std::env::var("RKUBE_FUZZ_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let types = [
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    let mut codes = std::collections::BTreeMap::new();
+    for round in 0..600 * scale {
+        let mut body = valid.clone();
+        match next() % 4 {
+            0 => body.truncate((next() as usize) % body.len()),
+            1 => {
+                for _ in 0..1 + next() % 8 {
+                    let at = (next() as usize) % body.len();
+                    body[at] = next() as u8;
+                }
+            }
+            2 => {
+                // A structurally valid document with a field of the wrong type or shape.
+                let mut object: serde_json::Value = serde_json::from_slice(&valid).unwrap();
+                let wrong = [
+                    serde_json::json!(null),
+                    serde_json::json!(7),
+                    serde_json::json!("x"),
+                    serde_json::json!([]),
+                    serde_json::json!({"$patch": "delete"}),
+                ];
+                let paths = [
+                    "/spec",
+                    "/spec/replicas",
+                    "/metadata",
+                    "/metadata/name",
+                    "/spec/template/spec/containers",
+                    "/spec/template/spec/containers/0/ports/0",
+                ];
+                *object.pointer_mut(paths[(next() as usize) % paths.len()]).unwrap() =
+                    wrong[(next() as usize) % wrong.len()].clone();
+                body = object.to_string().into_bytes();
+            }
+            _ => body = (0..next() % 64).map(|_| next() as u8).collect(),
+        }
+        let content_type = types[(next() as usize) % types.len()];
+        let (method, path) = match round % 3 {
+            0 => ("POST", "/apis/apps/v1/namespaces/default/deployments"),
+            1 => ("PUT", "/apis/apps/v1/namespaces/default/deployments/target"),
+            _ => ("PATCH", "/apis/apps/v1/namespaces/default/deployments/target"),
+        };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(body.clone())
+            .unwrap();
+        let code = match client.send(request.map(kube::client::Body::from)).await {
+            Ok(response) => response.status().as_u16(),
+            Err(e) => panic!("no answer to {method} {content_type} {:?}: {e}", String::from_utf8_lossy(&body)),
+        };
+        assert!(code < 500, "{method} {content_type} {:?} got {code}", String::from_utf8_lossy(&body));
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    eprintln!("answers by code: {codes:?}");
+    assert!(codes.keys().any(|c| *c >= 400), "the fuzzer never hit an error: {codes:?}");
+    let health = client.request_text(http::Request::get("/readyz").body(Vec::new()).unwrap()).await.unwrap();
+    assert_eq!(health, "ok");
+}
