@@ -29,6 +29,9 @@ pub struct Args {
     /// service's.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: rkube_apiserver::api::services::Cidr,
+    /// Runs the API server without the control loops (the namespace controller, so far).
+    #[arg(long)]
+    no_controllers: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -59,12 +62,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server.addr(),
         args.data_dir.join("kubeconfig").display()
     );
+    // The control loops, through the API like any client (for now as the admin).
+    let controllers = if args.no_controllers {
+        None
+    } else {
+        let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Some(rkube_controllers::Controllers::start(kube::Client::try_from(config)?))
+    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         () = server.wait() => anyhow::bail!("the API server stopped"),
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+    drop(controllers);
     eprintln!("rkube server: shutting down");
     Ok(())
 }

@@ -256,8 +256,18 @@ fn finalizers_graceful_pods_and_terminating_namespaces() {
     server.ok(kubectl, &["delete", "pod", "p", "--grace-period=0", "--force"]);
     assert!(server.fails(kubectl, &["get", "pod", "p"]).contains("not found"));
 
-    // A terminating namespace refuses new content; the system ones cannot be deleted.
+    // A terminating namespace refuses new content. The namespace controller empties it: the
+    // configmap goes at once, a pod on a node stops gracefully, and the namespace goes last.
     apply(&server, kubectl, dir.path(), "going", "apiVersion: v1\nkind: Namespace\nmetadata: {name: going}\n");
+    apply_in(
+        &server,
+        kubectl,
+        dir.path(),
+        "going",
+        "stays",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stays}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n",
+    );
+    apply_in(&server, kubectl, dir.path(), "going", "cm", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n");
     server.ok(kubectl, &["delete", "namespace", "going", "--wait=false"]);
     let phase = server.ok(kubectl, &["get", "namespace", "going", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Terminating");
@@ -267,6 +277,11 @@ fn finalizers_graceful_pods_and_terminating_namespaces() {
         error.contains("unable to create new content in namespace going because it is being terminated"),
         "{error}"
     );
+    server.ok(kubectl, &["-n", "going", "wait", "--for=delete", "configmap/cm", "--timeout=20s"]);
+    let stopping = json(&server, kubectl, &["-n", "going", "get", "pod", "stays"]);
+    assert!(stopping["metadata"]["deletionTimestamp"].is_string(), "{stopping}");
+    server.ok(kubectl, &["-n", "going", "delete", "pod", "stays", "--grace-period=0", "--force"]);
+    server.ok(kubectl, &["wait", "--for=delete", "namespace/going", "--timeout=30s"]);
     let error = server.fails(kubectl, &["delete", "namespace", "kube-system"]);
     assert!(error.contains(r#"namespaces "kube-system" is forbidden: this namespace may not be deleted"#), "{error}");
 }

@@ -130,6 +130,14 @@ pub(super) async fn serve_converted(
             let options = DeleteOptions::parse(body_of(request).await?, &query(&uri)?)?;
             delete_object(state, stored, namespace, name, options).await
         }
+        (&Method::DELETE, None, None) => {
+            let params: ListParams = query(&uri)?;
+            let options = DeleteOptions::parse(body_of(request).await?, &query(&uri)?)?;
+            let deleted = delete_collection(state, stored, namespace, params, options).await?;
+            let items: Vec<Value> =
+                deleted["items"].as_array().cloned().unwrap_or_default().into_iter().map(down).collect();
+            Ok(json(json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": {}, "items": items})))
+        }
         _ => Err(not_allowed(&method)),
     }
 }
