@@ -279,9 +279,11 @@ async fn serve(
             let (dry_run, fields) = (params.dry_run()?, params.field_validation()?);
             let body = body_of(request).await?;
             let updated = match sub {
-                None => update_object(state, kind, ns, name, decode(kind, body, &fields)?, dry_run).await?,
+                None => {
+                    update_object(state, kind, ns, name, decode(kind, body, &fields)?, Scope::Object, dry_run).await?
+                }
                 Some(Subresource::Status) => {
-                    update_status(state, kind, ns, name, decode(kind, body, &fields)?, dry_run).await?
+                    update_object(state, kind, ns, name, decode(kind, body, &fields)?, Scope::Status, dry_run).await?
                 }
                 Some(Subresource::Scale) => {
                     update_scale(state, kind, ns, name, decode_as(body, "Scale")?, dry_run).await?

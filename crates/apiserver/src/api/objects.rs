@@ -363,12 +363,23 @@ pub(super) fn parse_revision(rv: &str) -> Result<i64, ApiError> {
     rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
 }
 
+/// The revision a write of `object` expects: its resourceVersion, or, without one, whatever is
+/// stored (an unconditional write, which upstream allows for these kinds).
+pub(super) fn expected_revision(object: &Value, current: &KeyValue) -> Result<i64, ApiError> {
+    match object["metadata"]["resourceVersion"].as_str() {
+        None | Some("") | Some("0") => Ok(current.mod_revision),
+        Some(rv) => parse_revision(rv),
+    }
+}
+
+/// PUT of an object, or of its status (`scope`), keeping what that scope may not change.
 pub(super) async fn update_object(
     state: &State,
     kind: &Kind,
     namespace: Option<&str>,
     name: &str,
     object: Value,
+    scope: Scope,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     if object["metadata"]["name"].as_str() != Some(name) {
@@ -384,12 +395,8 @@ pub(super) async fn update_object(
     }
     let key = object_key(kind, namespace, name);
     let current = current(&state.store, kind, &key, name).await?;
-    let expected = match object["metadata"]["resourceVersion"].as_str() {
-        // No resourceVersion: an unconditional update, which upstream allows for these kinds.
-        None | Some("") | Some("0") => current.mod_revision,
-        Some(rv) => parse_revision(rv)?,
-    };
-    store_update(state, kind, namespace, name, object, &current, expected, Scope::Object, dry_run).await
+    let expected = expected_revision(&object, &current)?;
+    store_update(state, kind, namespace, name, object, &current, expected, scope, dry_run).await
 }
 
 /// Which part of an object a write may change: the object (spec and metadata) or its status.

@@ -3,27 +3,6 @@
 
 use super::*;
 
-/// PUT `.../status`: writes the status, keeping the rest of the stored object.
-pub(super) async fn update_status(
-    state: &State,
-    kind: &Kind,
-    namespace: Option<&str>,
-    name: &str,
-    object: Value,
-    dry_run: bool,
-) -> Result<Value, ApiError> {
-    if object["metadata"]["name"].as_str() != Some(name) {
-        return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
-    }
-    let key = object_key(kind, namespace, name);
-    let current = current(&state.store, kind, &key, name).await?;
-    let expected = match object["metadata"]["resourceVersion"].as_str() {
-        None | Some("") | Some("0") => current.mod_revision,
-        Some(rv) => parse_revision(rv)?,
-    };
-    store_update(state, kind, namespace, name, object, &current, expected, Scope::Status, dry_run).await
-}
-
 /// The `autoscaling/v1` Scale of a scalable object.
 pub(super) fn scale_of(kind: &Kind, object: &Value) -> Value {
     let meta = &object["metadata"];
@@ -70,10 +49,7 @@ async fn write_scale(
             )],
         })?,
     };
-    let expected = match scale["metadata"]["resourceVersion"].as_str() {
-        None | Some("") | Some("0") => current.mod_revision,
-        Some(rv) => parse_revision(rv)?,
-    };
+    let expected = expected_revision(scale, current)?;
     let mut object = with_revision(current)?;
     object["spec"]["replicas"] = json!(replicas);
     let written = store_update(state, kind, namespace, name, object, current, expected, Scope::Object, dry_run).await?;

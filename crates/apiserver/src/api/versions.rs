@@ -90,10 +90,8 @@ pub(super) async fn serve_converted(
             let params: WriteParams = query(&uri)?;
             let (dry_run, fields) = (params.dry_run()?, params.field_validation()?);
             let object = served_as(stored, (conversion.up)(decode(kind, body_of(request).await?, &fields)?));
-            let updated = match subresource {
-                None => update_object(state, stored, namespace, name, object, dry_run).await?,
-                _ => update_status(state, stored, namespace, name, object, dry_run).await?,
-            };
+            let scope = if subresource.is_some() { Scope::Status } else { Scope::Object };
+            let updated = update_object(state, stored, namespace, name, object, scope, dry_run).await?;
             Ok(warned(json(down(updated)), &fields))
         }
         (&Method::PATCH, Some(name), None | Some(Subresource::Status)) => {
