@@ -32,6 +32,11 @@ pub struct Args {
     /// Runs the API server without the control loops (the namespace controller, so far).
     #[arg(long)]
     no_controllers: bool,
+    /// Runs the control plane only, with no node agent in this process. Accepted today for
+    /// scripts that will use it: the node agent (issue 5) is not built yet, so the server
+    /// never runs one.
+    #[arg(long)]
+    no_agent: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -48,6 +53,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         StoreKind::Etcd => Backend::Etcd { endpoints: args.etcd_endpoints.clone() },
     };
+    if !args.no_agent {
+        tracing::info!("no node agent runs in this server yet: this is a control plane without nodes");
+    }
     let store = Store::open(backend).await.context("cannot open the cluster store")?;
     let _compactor = store.start_compactor(CompactorConfig::default());
     let config = Config {

@@ -27,7 +27,8 @@ fn write_manifest(dir: &Path, name: &str, value: &str) -> String {
 #[test]
 fn version_discovery_and_namespaces() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    // The control plane alone, as `--no-agent` asks (there is no node agent yet either way).
+    let server = ServerProcess::start_with(dir.path(), &["--no-agent"]);
     for kubectl in KUBECTLS {
         let version: serde_json::Value = serde_json::from_str(&server.ok(kubectl, &["version", "-o", "json"])).unwrap();
         assert_eq!(version["serverVersion"]["minor"], "33", "{kubectl}");

@@ -14,9 +14,15 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(data_dir, &[])
+    }
+
+    /// A server with extra `rkube server` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
             .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
