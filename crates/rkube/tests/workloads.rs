@@ -66,6 +66,18 @@ fn apply_in(
     server.ok(kubectl, &["-n", ns, "apply", "-f", path.to_str().unwrap()])
 }
 
+/// `kubectl apply` of a namespace. (kubectl 1.33's `create namespace` would do too; apply
+/// works the same with both kubectls.)
+fn namespace(server: &ServerProcess, kubectl: &str, dir: &std::path::Path, name: &str) {
+    apply(
+        server,
+        kubectl,
+        dir,
+        &format!("ns-{name}"),
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"),
+    );
+}
+
 fn json(server: &ServerProcess, kubectl: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.extend(["-o", "json"]);
@@ -78,13 +90,7 @@ fn workloads_get_defaults_columns_and_scale() {
     let server = ServerProcess::start(dir.path());
     for (n, kubectl) in KUBECTLS.iter().enumerate() {
         let ns = format!("apps-{n}");
-        apply(
-            &server,
-            kubectl,
-            dir.path(),
-            "ns",
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
-        );
+        namespace(&server, kubectl, dir.path(), &ns);
         let applied = apply_in(&server, kubectl, dir.path(), &ns, &ns, APP);
         assert!(applied.contains("deployment.apps/web created"), "{kubectl}: {applied}");
 
@@ -258,7 +264,7 @@ fn finalizers_graceful_pods_and_terminating_namespaces() {
 
     // A terminating namespace refuses new content. The namespace controller empties it: the
     // configmap goes at once, a pod on a node stops gracefully, and the namespace goes last.
-    apply(&server, kubectl, dir.path(), "going", "apiVersion: v1\nkind: Namespace\nmetadata: {name: going}\n");
+    namespace(&server, kubectl, dir.path(), "going");
     apply_in(
         &server,
         kubectl,
@@ -590,13 +596,7 @@ fn describe_output_forms_and_wait() {
     let server = ServerProcess::start(dir.path());
     for (n, kubectl) in KUBECTLS.iter().enumerate() {
         let ns = format!("w{n}");
-        apply(
-            &server,
-            kubectl,
-            dir.path(),
-            "ns",
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
-        );
+        namespace(&server, kubectl, dir.path(), &ns);
         apply_in(&server, kubectl, dir.path(), &ns, "app", APP);
         let described = server.ok(kubectl, &["-n", &ns, "describe", "deployment", "web"]);
         assert!(described.contains("Replicas:") && described.contains("nginx:1.25"), "{kubectl}: {described}");

@@ -99,16 +99,11 @@ fn labels_of(method: &axum::http::Method, uri: &axum::http::Uri, content_type: &
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
         _ => return None,
     };
-    let (namespaced, rest) = match rest {
-        ["namespaces", _, resource, ..] if !matches!(*resource, "status" | "finalize") => (true, &rest[2..]),
-        _ => (false, rest),
-    };
-    let kind = KINDS.iter().find(|k| k.group == group && k.version == version && Some(&k.plural) == rest.first())?;
-    let subresource = match rest.get(2) {
-        Some(sub) => kind.subresources.iter().find(|s| s.name() == *sub)?.name(),
-        None => "",
-    };
-    let named = rest.len() > 1;
+    // The same resolution the request itself gets, so the labels name what was served.
+    let target = Target::parse(group, version, rest).ok()?;
+    let kind = target.kind;
+    let subresource = target.subresource.map_or("", |s| s.name());
+    let (namespaced, named) = (target.namespace.is_some(), target.name.is_some());
     let query = uri.query().unwrap_or_default();
     let watching = query.split('&').any(|p| p == "watch=true" || p == "watch=1");
     let verb = match *method {

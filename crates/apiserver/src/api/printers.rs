@@ -456,15 +456,14 @@ fn count(v: &Value) -> Value {
     json!(v.as_i64().unwrap_or(0))
 }
 
+/// READY as `ready/desired` replicas, for Deployments and StatefulSets.
+const READY_OF_DESIRED: Column = Column::new("Ready", "Number of the pod with ready state", |o| {
+    json!(format!("{}/{}", count(&o["status"]["readyReplicas"]), count(&o["spec"]["replicas"])))
+});
+
 pub(super) const DEPLOYMENT: &[Column] = &[
     NAME,
-    Column::new("Ready", "Number of the pod with ready state", |o| {
-        json!(format!(
-            "{}/{}",
-            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-            o["spec"]["replicas"].as_i64().unwrap_or(0)
-        ))
-    }),
+    READY_OF_DESIRED,
     Column::new(
         "Up-to-date",
         "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
@@ -496,19 +495,7 @@ pub(super) const REPLICA_SET: &[Column] = &[
 
 pub(super) const REPLICATION_CONTROLLER: &[Column] = REPLICA_SET;
 
-pub(super) const STATEFUL_SET: &[Column] = &[
-    NAME,
-    Column::new("Ready", "Number of the pod with ready state", |o| {
-        json!(format!(
-            "{}/{}",
-            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-            o["spec"]["replicas"].as_i64().unwrap_or(0)
-        ))
-    }),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-];
+pub(super) const STATEFUL_SET: &[Column] = &[NAME, READY_OF_DESIRED, AGE, CONTAINERS, IMAGES];
 
 pub(super) const DAEMON_SET: &[Column] = &[
     NAME,
