@@ -220,13 +220,14 @@ async fn list_revision(state: &State, params: &ListParams) -> Result<Option<i64>
     Ok(exact.then_some(revision))
 }
 
-/// Every object of a collection that a list's selectors select, read at one revision.
+/// Every object of a collection that a list's selectors select, and the revision they were
+/// all read at (a list's resourceVersion, from which a watch misses nothing).
 pub(super) async fn list_all(
     state: &State,
     kind: &'static Kind,
     namespace: Option<&str>,
     params: &ListParams,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<(Vec<Value>, i64), ApiError> {
     let selector = Filter::parse(kind, params)?;
     let options = ListOptions { prefix: collection_prefix(kind, namespace), ..Default::default() };
     let page = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
@@ -237,7 +238,7 @@ pub(super) async fn list_all(
             items.push(object);
         }
     }
-    Ok(items)
+    Ok((items, page.revision))
 }
 
 pub(super) fn encode_continue(revision: i64, last_key: &str) -> String {

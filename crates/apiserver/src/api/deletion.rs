@@ -212,7 +212,7 @@ pub(super) async fn delete_collection(
     params: ListParams,
     options: DeleteOptions,
 ) -> Result<Value, ApiError> {
-    let objects = list_all(state, kind, namespace, &params).await?;
+    let (objects, _) = list_all(state, kind, namespace, &params).await?;
     let mut deleted = Vec::new();
     for object in objects {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();

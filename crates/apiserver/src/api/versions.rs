@@ -58,8 +58,8 @@ pub(super) async fn serve_converted(
                 )
                 .await;
             }
-            let items: Vec<Value> = list_all(state, stored, namespace, &params).await?.into_iter().map(down).collect();
-            let revision = state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?;
+            let (items, revision) = list_all(state, stored, namespace, &params).await?;
+            let items: Vec<Value> = items.into_iter().map(down).collect();
             let metadata = json!({"resourceVersion": revision.to_string()});
             if table::requested(&headers) {
                 let include = Include::parse(params.include_object.as_deref());
