@@ -1,13 +1,18 @@
-//! The controller manager: control loops that drive the cluster toward what its objects ask
-//! for. They talk to the cluster only through the API server, with a `kube` client, as
-//! upstream's kube-controller-manager does; they never touch the store, and know nothing of
-//! HTTP serving.
+//! The control plane's loops: the scheduler and the controller manager's controllers, which
+//! drive the cluster toward what its objects ask for, and the simulated nodes that stand in
+//! for node agents in tests and at scale. They talk to the cluster only through the API
+//! server, with a `kube` client, as upstream's components do; they never touch the store, and
+//! know nothing of HTTP serving.
 //!
 //! Each controller is a level-triggered `reconcile` over one object, run by kube-runtime's
 //! `Controller`, which deduplicates keys, never reconciles one key twice at once, and retries
-//! with backoff.
+//! with backoff. Scheduler plugins are pure over (pod, node info, cycle state).
 
+pub mod events;
+pub mod labels;
+pub mod leader;
 pub mod namespace;
+pub mod scheduler;
 
 use tokio::task::JoinSet;
 
@@ -21,20 +26,41 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
-/// The running controllers; dropping it stops them.
+/// The lease names upstream's components elect with; `componentstatuses` reads them.
+pub const SCHEDULER_LEASE: &str = "kube-scheduler";
+pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
+
+/// What runs.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub election: leader::Config,
+}
+
+/// The running loops; dropping it stops them.
 pub struct Controllers {
     tasks: JoinSet<()>,
 }
 
 impl Controllers {
-    /// Starts every controller against the API server `client` talks to.
-    pub fn start(client: kube::Client) -> Controllers {
+    /// Starts the scheduler and every controller against the API server `client` talks to,
+    /// each under its leader election.
+    pub fn start(client: kube::Client, config: Config) -> Controllers {
         let mut tasks = JoinSet::new();
-        tasks.spawn(namespace::run(client));
+        let c = client.clone();
+        tasks.spawn(leader::run_elected(client.clone(), SCHEDULER_LEASE, config.election.clone(), move || {
+            scheduler::run(c.clone())
+        }));
+        let c = client.clone();
+        tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
+            let c = c.clone();
+            async move {
+                namespace::run(c).await;
+            }
+        }));
         Controllers { tasks }
     }
 
-    /// Waits until every controller stops (they stop only when dropped).
+    /// Waits until every loop stops (they stop only when dropped).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }

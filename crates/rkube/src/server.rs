@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        Some(rkube_controllers::Controllers::start(kube::Client::try_from(config)?))
+        Some(rkube_controllers::Controllers::start(kube::Client::try_from(config)?, Default::default()))
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

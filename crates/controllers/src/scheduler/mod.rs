@@ -1,0 +1,378 @@
+//! The scheduler: it watches pods that have no node and nodes, keeps a cache of what is
+//! placed where, and places each pending pod with a framework profile, then binds it through
+//! the `pods/binding` subresource like upstream's kube-scheduler.
+//!
+//! One thread runs scheduling cycles one pod at a time against the cache (filtering and
+//! scoring spread over cores); bindings run concurrently on the runtime, so the next pod is
+//! placed while earlier ones are still being written. A placed pod is "assumed" in the cache
+//! at once, so the next cycle sees its resources taken.
+
+pub mod cycle;
+pub mod framework;
+pub mod plugins;
+pub mod queue;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::events::{Recorder, Type};
+use cycle::Profile;
+use framework::{NodeInfo, PodInfo, Snapshot};
+use queue::Queue;
+
+/// The scheduler name pods select with `spec.schedulerName` (empty means this one).
+pub const NAME: &str = "default-scheduler";
+/// Bindings written at once.
+const BINDERS: usize = 128;
+
+/// What is placed where: every node, and the node of every pod the scheduler knows is on one.
+#[derive(Default)]
+struct Cache {
+    nodes: HashMap<String, Slot>,
+    /// Pod uid → node, for pods bound or assumed.
+    placed: HashMap<String, String>,
+}
+
+/// A node, or the pods of one the scheduler has not seen (yet, or any more).
+struct Slot {
+    exists: bool,
+    info: NodeInfo,
+}
+
+impl Cache {
+    fn slot(&mut self, node: &str) -> &mut Slot {
+        self.nodes.entry(node.to_owned()).or_insert_with(|| {
+            let mut placeholder = Node::default();
+            placeholder.metadata.name = Some(node.to_owned());
+            Slot { exists: false, info: NodeInfo::new(Arc::new(placeholder)) }
+        })
+    }
+
+    fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.forget(&pod.uid);
+        self.placed.insert(pod.uid.clone(), node.to_owned());
+        self.slot(node).info.add_pod(pod);
+    }
+
+    /// Removes a pod from its node; true if it was placed.
+    fn forget(&mut self, uid: &str) -> bool {
+        let Some(node) = self.placed.remove(uid) else { return false };
+        if let Some(slot) = self.nodes.get_mut(&node) {
+            slot.info.remove_pod(uid);
+            if !slot.exists && slot.info.pods.is_empty() {
+                self.nodes.remove(&node);
+            }
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    cache: Mutex<Cache>,
+    queue: Mutex<Queue>,
+    /// Signalled when the active queue may have work.
+    work: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn wake(&self) {
+        self.work.notify_one();
+    }
+}
+
+fn ours(pod: &Pod) -> bool {
+    let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or_default();
+    name.is_empty() || name == NAME
+}
+
+fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// Runs the scheduler until its task is dropped.
+pub async fn run(client: Client) {
+    let shared = Arc::new(Shared::default());
+    let recorder = Recorder::start(client.clone(), NAME);
+    let runtime = tokio::runtime::Handle::current();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cycles = {
+        let (shared, client, stop) = (shared.clone(), client.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || schedule_loop(&shared, &client, &recorder, &runtime, &stop))
+            .expect("a thread for scheduling cycles")
+    };
+    // Stops the cycle thread when this task is dropped or returns.
+    struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>, Arc<Shared>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.1.work.notify_all();
+        }
+    }
+    let _stop = StopOnDrop(stop, shared.clone());
+    let flush = {
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if lock(&shared.queue).flush(Instant::now()) {
+                    shared.wake();
+                }
+            }
+        }
+    };
+    tokio::join!(watch_nodes(&client, &shared), watch_pods(&client, &shared), flush);
+    drop(cycles);
+}
+
+async fn watch_nodes(client: &Client, shared: &Shared) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut seen: Option<HashSet<String>> = None;
+    let mut events = watcher::watcher(nodes, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::debug!("scheduler node watch: {e}");
+                continue;
+            }
+        };
+        let changed = {
+            let mut cache = lock(&shared.cache);
+            match event {
+                Event::Init => {
+                    seen = Some(HashSet::new());
+                    false
+                }
+                Event::InitApply(node) | Event::Apply(node) => {
+                    if let Some(seen) = seen.as_mut() {
+                        seen.insert(node.name_any());
+                    }
+                    apply_node(&mut cache, node)
+                }
+                Event::Delete(node) => remove_node(&mut cache, &node.name_any()),
+                Event::InitDone => {
+                    let keep = seen.take().unwrap_or_default();
+                    let gone: Vec<String> =
+                        cache.nodes.iter().filter(|(n, s)| s.exists && !keep.contains(*n)).map(|(n, _)| n.clone()).collect();
+                    gone.iter().for_each(|n| {
+                        remove_node(&mut cache, n);
+                    });
+                    true
+                }
+            }
+        };
+        if changed {
+            lock(&shared.queue).cluster_changed();
+            shared.wake();
+        }
+    }
+}
+
+/// Stores the node; true if it changed in a way that could let a pod fit.
+fn apply_node(cache: &mut Cache, node: Node) -> bool {
+    let name = node.name_any();
+    let slot = cache.slot(&name);
+    let before = (slot.exists, slot.info.allocatable.clone(), slot.info.labels.clone(), slot.info.taints.clone(), slot.info.unschedulable);
+    slot.exists = true;
+    slot.info.set_node(Arc::new(node));
+    let info = &slot.info;
+    before != (true, info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable)
+}
+
+fn remove_node(cache: &mut Cache, name: &str) -> bool {
+    if let Some(slot) = cache.nodes.get_mut(name) {
+        slot.exists = false;
+        if slot.info.pods.is_empty() {
+            cache.nodes.remove(name);
+        }
+    }
+    false
+}
+
+async fn watch_pods(client: &Client, shared: &Shared) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut seen: Option<HashSet<String>> = None;
+    let mut events = watcher::watcher(pods, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::debug!("scheduler pod watch: {e}");
+                continue;
+            }
+        };
+        let (mut cache, mut queue) = (lock(&shared.cache), lock(&shared.queue));
+        let freed = match event {
+            Event::Init => {
+                seen = Some(HashSet::new());
+                false
+            }
+            Event::InitApply(pod) | Event::Apply(pod) => {
+                if let Some(seen) = seen.as_mut() {
+                    seen.insert(pod.uid().unwrap_or_default());
+                }
+                apply_pod(&mut cache, &mut queue, pod)
+            }
+            Event::Delete(pod) => {
+                queue.remove(&format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+                cache.forget(&pod.uid().unwrap_or_default())
+            }
+            Event::InitDone => {
+                // Pods deleted while the watch was down.
+                let keep = seen.take().unwrap_or_default();
+                let gone: Vec<String> = cache.placed.keys().filter(|uid| !keep.contains(*uid)).cloned().collect();
+                gone.iter().for_each(|uid| {
+                    cache.forget(uid);
+                });
+                true
+            }
+        };
+        if freed {
+            queue.cluster_changed();
+        }
+        drop((cache, queue));
+        shared.wake();
+    }
+}
+
+/// Files the pod: placed on its node, or queued for one. True when resources were freed.
+fn apply_pod(cache: &mut Cache, queue: &mut Queue, pod: Pod) -> bool {
+    let info = Arc::new(PodInfo::new(Arc::new(pod)));
+    let key = info.key();
+    let pod = &info.pod;
+    if let Some(node) = node_name(pod).map(str::to_owned) {
+        queue.remove(&key);
+        // Finished pods hold no resources.
+        if terminal(pod) {
+            return cache.forget(&info.uid);
+        }
+        cache.place(info, &node);
+        return false;
+    }
+    // An unbound pod the scheduler already placed is a late event from before its binding.
+    if pod.metadata.deletion_timestamp.is_some() || !ours(pod) || cache.placed.contains_key(&info.uid) {
+        queue.remove(&key);
+        return false;
+    }
+    queue.add_or_update(info);
+    false
+}
+
+fn schedule_loop(
+    shared: &Arc<Shared>,
+    client: &Client,
+    recorder: &Recorder,
+    runtime: &tokio::runtime::Handle,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let profile = Profile::default_profile();
+    let binders = Arc::new(tokio::sync::Semaphore::new(BINDERS));
+    loop {
+        let pod = {
+            let mut queue = lock(&shared.queue);
+            loop {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(pod) = queue.pop() {
+                    break pod;
+                }
+                queue = shared.work.wait_timeout(queue, Duration::from_secs(1)).map(|(q, _)| q).unwrap_or_else(|e| e.into_inner().0);
+            }
+        };
+        let result = {
+            let cache = lock(&shared.cache);
+            let snapshot = Snapshot { nodes: cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect() };
+            profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n))
+        };
+        match result {
+            Ok(node) => {
+                lock(&shared.cache).place(pod.clone(), &node);
+                let permit = match runtime.block_on(binders.clone().acquire_owned()) {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                };
+                let (shared, client, recorder) = (shared.clone(), client.clone(), recorder.clone());
+                runtime.spawn(async move {
+                    bind(&shared, &client, &recorder, &pod, &node).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                let message = error.message();
+                let news = lock(&shared.queue).unschedulable(&pod.key(), &message, Instant::now());
+                if news {
+                    let (client, recorder) = (client.clone(), recorder.clone());
+                    runtime.spawn(async move { report_unschedulable(&client, &recorder, &pod, message).await });
+                }
+            }
+        }
+    }
+}
+
+async fn bind(shared: &Shared, client: &Client, recorder: &Recorder, pod: &PodInfo, node: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    let result =
+        pods.create_subresource::<_, serde_json::Value>("binding", &pod.name, &PostParams::default(), &binding).await;
+    let key = pod.key();
+    match result {
+        Ok(_) => {
+            lock(&shared.queue).done(&key);
+            recorder.record(
+                pod.pod.as_ref(),
+                Type::Normal,
+                "Scheduled",
+                "Binding",
+                format!("Successfully assigned {key} to {node}"),
+            );
+        }
+        // Gone, or bound by someone else: its own events will tell the cache.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => lock(&shared.queue).done(&key),
+        Err(e) => {
+            tracing::debug!("binding {key} to {node}: {e}");
+            lock(&shared.cache).forget(&pod.uid);
+            let mut queue = lock(&shared.queue);
+            queue.retry_later(&key, Instant::now());
+            queue.cluster_changed();
+        }
+    }
+}
+
+/// Writes the PodScheduled=False condition and a FailedScheduling event.
+async fn report_unschedulable(client: &Client, recorder: &Recorder, pod: &PodInfo, message: String) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastProbeTime": null, "lastTransitionTime": now,
+    }]}});
+    if let Err(e) = pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+        tracing::debug!("pod {}: condition not written: {e}", pod.key());
+    }
+    recorder.record(pod.pod.as_ref(), Type::Warning, "FailedScheduling", "Scheduling", message);
+}

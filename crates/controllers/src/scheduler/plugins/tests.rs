@@ -1,0 +1,190 @@
+//! Each plugin on fixtures, and whole cycles through the default profile.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+
+use crate::scheduler::cycle::Profile;
+use crate::scheduler::framework::{Code, CycleState, NodeInfo, PodInfo, Snapshot};
+
+fn pod(name: &str, spec: Value) -> PodInfo {
+    pod_labelled(name, json!({}), spec)
+}
+
+fn pod_labelled(name: &str, labels: Value, mut spec: Value) -> PodInfo {
+    if spec.get("containers").is_none() {
+        spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": labels},
+        "spec": spec,
+    }))
+    .unwrap();
+    PodInfo::new(Arc::new(pod))
+}
+
+fn requesting(name: &str, cpu: &str, memory: &str) -> PodInfo {
+    pod(name, json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}))
+}
+
+fn node(name: &str, labels: Value, spec: Value) -> NodeInfo {
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+        "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "3"}},
+    }))
+    .unwrap();
+    NodeInfo::new(Arc::new(node))
+}
+
+/// The reasons a single plugin gives for the pod on the node (empty: it fits).
+fn filter(plugin: &str, pod: &PodInfo, node: &NodeInfo, all: &[&NodeInfo]) -> (Code, Vec<String>) {
+    let profile = crate::scheduler::plugins::registry();
+    let plugin = profile.iter().find(|(n, _)| *n == plugin).unwrap().1();
+    let mut state = CycleState::default();
+    let snapshot = Snapshot { nodes: all.to_vec() };
+    if let Some(pre) = plugin.pre_filter() {
+        assert!(pre.pre_filter(&mut state, pod, &snapshot).is_success());
+    }
+    let status = plugin.filter().unwrap().filter(&state, pod, node);
+    (status.code, status.reasons)
+}
+
+fn fits(plugin: &str, pod: &PodInfo, node: &NodeInfo) -> bool {
+    filter(plugin, pod, node, &[node]).0 == Code::Success
+}
+
+#[test]
+fn node_name_and_unschedulable() {
+    let n1 = node("n1", json!({}), json!({}));
+    assert!(fits("NodeName", &pod("p", json!({"nodeName": "n1"})), &n1));
+    assert_eq!(
+        filter("NodeName", &pod("p", json!({"nodeName": "n2"})), &n1, &[&n1]),
+        (Code::UnschedulableAndUnresolvable, vec!["node(s) didn't match the requested node name".to_owned()])
+    );
+    let cordoned = node("n1", json!({}), json!({"unschedulable": true}));
+    assert!(!fits("NodeUnschedulable", &pod("p", json!({})), &cordoned));
+    let tolerant = pod("p", json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}));
+    assert!(fits("NodeUnschedulable", &tolerant, &cordoned));
+}
+
+#[test]
+fn resources_fit_counts_requests_and_pods() {
+    let mut n = node("n1", json!({}), json!({}));
+    assert!(fits("NodeResourcesFit", &requesting("a", "1500m", "1Gi"), &n));
+    n.add_pod(Arc::new(requesting("a", "1500m", "1Gi")));
+    assert_eq!(
+        filter("NodeResourcesFit", &requesting("b", "1", "4Gi"), &n, &[&n]).1,
+        vec!["Insufficient cpu", "Insufficient memory"]
+    );
+    assert!(fits("NodeResourcesFit", &requesting("b", "500m", "3Gi"), &n));
+    n.add_pod(Arc::new(pod("c", json!({}))));
+    n.add_pod(Arc::new(pod("d", json!({}))));
+    assert_eq!(filter("NodeResourcesFit", &pod("e", json!({})), &n, &[&n]).1, vec!["Too many pods"]);
+    assert!(n.remove_pod("uid-d"));
+    assert!(fits("NodeResourcesFit", &pod("e", json!({})), &n));
+    // Init containers count at their peak, not summed with the app containers.
+    let init = pod("i", json!({
+        "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {"cpu": "2"}}}],
+        "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}],
+    }));
+    assert_eq!(init.requests.milli_cpu, 2000);
+}
+
+#[test]
+fn affinity_selector_and_taints() {
+    let n = node("n1", json!({"disk": "ssd", "zone": "a"}), json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}));
+    assert!(fits("NodeAffinity", &pod("p", json!({"nodeSelector": {"disk": "ssd"}})), &n));
+    assert!(!fits("NodeAffinity", &pod("p", json!({"nodeSelector": {"disk": "hdd"}})), &n));
+    let affinity = |op: &str| pod("p", json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}]}}}}));
+    assert!(fits("NodeAffinity", &affinity("In"), &n));
+    assert!(!fits("NodeAffinity", &affinity("NotIn"), &n));
+    assert_eq!(
+        filter("TaintToleration", &pod("p", json!({})), &n, &[&n]).1,
+        vec!["node(s) had untolerated taint {gpu: yes}"]
+    );
+    let tolerate = |t: Value| pod("p", json!({"tolerations": [t]}));
+    assert!(fits("TaintToleration", &tolerate(json!({"key": "gpu", "value": "yes", "effect": "NoSchedule"})), &n));
+    assert!(fits("TaintToleration", &tolerate(json!({"key": "gpu", "operator": "Exists"})), &n));
+    assert!(fits("TaintToleration", &tolerate(json!({"operator": "Exists"})), &n));
+    assert!(!fits("TaintToleration", &tolerate(json!({"key": "gpu", "value": "no"})), &n));
+    assert!(!fits("TaintToleration", &tolerate(json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"})), &n));
+}
+
+#[test]
+fn host_ports_clash() {
+    let mut n = node("n1", json!({}), json!({}));
+    let web = |name: &str, ip: &str| pod(name, json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": ip}]}]}));
+    n.add_pod(Arc::new(web("a", "10.0.0.1")));
+    assert!(!fits("NodePorts", &web("b", ""), &n));
+    assert!(!fits("NodePorts", &web("b", "10.0.0.1"), &n));
+    assert!(fits("NodePorts", &web("b", "10.0.0.2"), &n));
+}
+
+fn anti(name: &str, app: &str) -> PodInfo {
+    pod_labelled(name, json!({"app": app}), json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}}}))
+}
+
+#[test]
+fn inter_pod_anti_affinity_both_ways() {
+    let mut n1 = node("n1", json!({"kubernetes.io/hostname": "n1"}), json!({}));
+    let n2 = node("n2", json!({"kubernetes.io/hostname": "n2"}), json!({}));
+    n1.add_pod(Arc::new(anti("a", "web")));
+    let (code, reasons) = filter("InterPodAffinity", &anti("b", "web"), &n1, &[&n1, &n2]);
+    assert_eq!(code, Code::Unschedulable);
+    assert_eq!(reasons, vec!["node(s) didn't satisfy existing pods anti-affinity rules"]);
+    assert_eq!(filter("InterPodAffinity", &anti("b", "web"), &n2, &[&n1, &n2]).0, Code::Success);
+    // A plain pod with the label is refused by the existing pod's anti-affinity too.
+    let plain = pod_labelled("c", json!({"app": "web"}), json!({}));
+    assert_eq!(filter("InterPodAffinity", &plain, &n1, &[&n1, &n2]).0, Code::Unschedulable);
+    // Another app is welcome.
+    assert_eq!(filter("InterPodAffinity", &anti("d", "db"), &n1, &[&n1, &n2]).0, Code::Success);
+}
+
+#[test]
+fn inter_pod_affinity_follows_its_group() {
+    let with_cache = |name: &str| pod_labelled(name, json!({"app": "web"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}]}}}));
+    let mut a = node("n1", json!({"zone": "a"}), json!({}));
+    let b = node("n2", json!({"zone": "b"}), json!({}));
+    // No cache pod anywhere, and the pod does not select itself: nowhere fits.
+    assert_eq!(filter("InterPodAffinity", &with_cache("w"), &a, &[&a, &b]).0, Code::UnschedulableAndUnresolvable);
+    a.add_pod(Arc::new(pod_labelled("cache", json!({"app": "cache"}), json!({}))));
+    assert_eq!(filter("InterPodAffinity", &with_cache("w"), &a, &[&a, &b]).0, Code::Success);
+    assert_eq!(filter("InterPodAffinity", &with_cache("w"), &b, &[&a, &b]).0, Code::UnschedulableAndUnresolvable);
+}
+
+#[test]
+fn topology_spread_keeps_skew() {
+    let spread = |name: &str| pod_labelled(name, json!({"app": "web"}), json!({"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]}));
+    let mut a = node("n1", json!({"zone": "a"}), json!({}));
+    let b = node("n2", json!({"zone": "b"}), json!({}));
+    let bare = node("n3", json!({}), json!({}));
+    a.add_pod(Arc::new(spread("x")));
+    let nodes = [&a, &b, &bare];
+    assert_eq!(filter("PodTopologySpread", &spread("y"), &a, &nodes).0, Code::Unschedulable);
+    assert_eq!(filter("PodTopologySpread", &spread("y"), &b, &nodes).0, Code::Success);
+    assert_eq!(
+        filter("PodTopologySpread", &spread("y"), &bare, &nodes),
+        (Code::UnschedulableAndUnresolvable, vec!["node(s) didn't match pod topology spread constraints (missing required label)".to_owned()])
+    );
+}
+
+#[test]
+fn a_cycle_picks_the_emptiest_fitting_node_or_explains() {
+    let mut busy = node("busy", json!({}), json!({}));
+    busy.add_pod(Arc::new(requesting("a", "1", "1Gi")));
+    let idle = node("idle", json!({}), json!({}));
+    let tainted = node("tainted", json!({}), json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+    let profile = Profile::default_profile();
+    let snapshot = Snapshot { nodes: vec![&busy, &idle, &tainted] };
+    assert_eq!(profile.schedule(&requesting("p", "500m", "1Gi"), &snapshot, |_| 0).unwrap(), "idle");
+    let error = profile.schedule(&requesting("p", "3", "1Gi"), &snapshot, |_| 0).unwrap_err();
+    assert_eq!(error.message(), "0/3 nodes are available: 1 node(s) had untolerated taint {k: }, 2 Insufficient cpu.");
+    assert!(error.resolvable);
+    assert!(Profile::with(&["NoSuchPlugin"]).is_none());
+}
