@@ -13,6 +13,7 @@ pub mod labels;
 pub mod leader;
 pub mod namespace;
 pub mod scheduler;
+pub mod simulated;
 
 use tokio::task::JoinSet;
 

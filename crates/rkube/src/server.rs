@@ -29,9 +29,16 @@ pub struct Args {
     /// service's.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: rkube_apiserver::api::services::Cidr,
-    /// Runs the API server without the control loops (the namespace controller, so far).
+    /// Runs the API server without the scheduler and the controllers.
     #[arg(long)]
     no_controllers: bool,
+    /// Registers this many simulated nodes (a test and scale tool, like kwok): they take pods
+    /// and report them Running without running anything. Labelled `rkube.io/simulated=true`.
+    #[arg(long, default_value_t = 0)]
+    simulated_nodes: usize,
+    /// Each simulated node's capacity, over the defaults cpu=32,memory=256Gi,pods=110.
+    #[arg(long, value_name = "cpu=N,memory=Q,pods=N")]
+    simulated_node_capacity: Option<String>,
     /// Runs the control plane only, with no node agent in this process. Accepted today for
     /// scripts that will use it: the node agent (issue 5) is not built yet, so the server
     /// never runs one.
@@ -56,6 +63,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_agent {
         tracing::info!("no node agent runs in this server yet: this is a control plane without nodes");
     }
+    let mut simulated = rkube_controllers::simulated::Config::new(args.simulated_nodes);
+    if let Some(capacity) = &args.simulated_node_capacity {
+        simulated.set_capacity(capacity).map_err(|e| anyhow::anyhow!("--simulated-node-capacity: {e}"))?;
+    }
     let store = Store::open(backend).await.context("cannot open the cluster store")?;
     let _compactor = store.start_compactor(CompactorConfig::default());
     let config = Config {
@@ -70,14 +81,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server.addr(),
         args.data_dir.join("kubeconfig").display()
     );
-    // The control loops, through the API like any client (for now as the admin).
-    let controllers = if args.no_controllers {
-        None
-    } else {
-        let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        Some(rkube_controllers::Controllers::start(kube::Client::try_from(config)?, Default::default()))
-    };
+    // The control loops and simulated nodes, through the API like any client (for now as the
+    // admin).
+    let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
+    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
+    let controllers =
+        (!args.no_controllers).then(|| rkube_controllers::Controllers::start(client.clone(), Default::default()));
+    let simulated_nodes =
+        (simulated.count > 0).then(|| tokio::spawn(rkube_controllers::simulated::run(client, simulated)));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         () = server.wait() => anyhow::bail!("the API server stopped"),
@@ -85,6 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     drop(controllers);
+    if let Some(nodes) = simulated_nodes {
+        nodes.abort();
+    }
     eprintln!("rkube server: shutting down");
     Ok(())
 }

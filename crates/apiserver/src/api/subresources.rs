@@ -288,8 +288,12 @@ pub(super) async fn component_status(state: &State, name: &str) -> Result<Value,
             Ok(_) => (true, "ok".to_owned(), String::new()),
             Err(e) => (false, String::new(), e.to_string()),
         },
-        // The control loops are not part of rkube yet; saying so beats claiming health.
-        _ => (false, String::new(), format!("{name} is not running in this server yet")),
+        // The scheduler and controller manager prove they live by renewing their leader
+        // election Leases, as upstream's do; a lease not renewed in its duration means dead.
+        _ => match lease_fresh(state, &format!("kube-{name}")).await {
+            Ok(()) => (true, "ok".to_owned(), String::new()),
+            Err(why) => (false, String::new(), why),
+        },
     };
     let mut condition =
         json!({"type": "Healthy", "status": if healthy { "True" } else { "False" }, "message": message});
@@ -301,6 +305,26 @@ pub(super) async fn component_status(state: &State, name: &str) -> Result<Value,
         "metadata": {"name": name},
         "conditions": [condition],
     }))
+}
+
+/// Ok when the lease `kube-system/NAME` was renewed within its duration.
+async fn lease_fresh(state: &State, name: &str) -> Result<(), String> {
+    let kind = kinds::find("coordination.k8s.io", "v1", "leases").map_err(|_| "no lease kind".to_owned())?;
+    let key = object_key(kind, Some("kube-system"), name);
+    let lease = match state.store.get(&key, None).await {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).map_err(|e| e.to_string())?,
+        Ok(None) => return Err(format!("no leader holds the {name} lease: it is not running")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let renewed = lease["spec"]["renewTime"]
+        .as_str()
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+    let duration = lease["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(0);
+    match renewed {
+        Some(at) if at + time::Duration::seconds(duration) >= time::OffsetDateTime::now_utc() => Ok(()),
+        Some(at) => Err(format!("the {name} lease was last renewed at {at}, longer ago than its {duration}s")),
+        None => Err(format!("the {name} lease has no renew time")),
+    }
 }
 
 pub(super) async fn component_statuses(state: &State, kind: &Kind, params: &ListParams, headers: &HeaderMap) -> Value {
