@@ -9,11 +9,14 @@
 //! with backoff. Scheduler plugins are pure over (pod, node info, cycle state).
 
 pub mod events;
+pub mod gc;
 pub mod labels;
 pub mod leader;
 pub mod namespace;
+pub mod replicaset;
 pub mod scheduler;
 pub mod simulated;
+pub mod workqueue;
 
 use tokio::task::JoinSet;
 
@@ -55,7 +58,7 @@ impl Controllers {
         tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
             let c = c.clone();
             async move {
-                namespace::run(c).await;
+                tokio::join!(namespace::run(c.clone()), gc::run(c.clone()), replicaset::run(c.clone()));
             }
         }));
         Controllers { tasks }

@@ -92,6 +92,34 @@ fn grace_period(kind: &Kind, object: &Value, options: &DeleteOptions) -> i64 {
 /// Ten years: far beyond any real grace period, well inside what a timestamp can hold.
 const MAX_GRACE_SECONDS: i64 = 10 * 365 * 24 * 3600;
 
+/// The garbage collector's finalizers.
+const ORPHAN: &str = "orphan";
+const FOREGROUND: &str = "foregroundDeletion";
+
+/// The finalizers after a delete with these options, as upstream's
+/// `deletionFinalizersForGarbageCollection`: Orphan records `orphan` (the collector frees the
+/// dependents), Foreground records `foregroundDeletion` (it deletes them first), Background
+/// neither; with no policy given, one already recorded stays.
+fn gc_finalizers(finalizers: &[Value], options: &DeleteOptions) -> Vec<Value> {
+    let has = |f: &str| finalizers.iter().any(|v| v == f);
+    let (orphan, foreground) = match options.propagation.as_deref() {
+        Some("Orphan") => (true, false),
+        Some("Foreground") => (false, true),
+        Some(_) => (false, false),
+        None => (has(ORPHAN), !has(ORPHAN) && has(FOREGROUND)),
+    };
+    let mut kept: Vec<Value> = finalizers.iter().filter(|f| *f != ORPHAN && *f != FOREGROUND).cloned().collect();
+    if orphan {
+        kept.push(json!(ORPHAN));
+    }
+    if foreground {
+        kept.push(json!(FOREGROUND));
+    }
+    // Unchanged as a set: keep the order the object had.
+    let same = kept.len() == finalizers.len() && kept.iter().all(|f| finalizers.contains(f));
+    if same { finalizers.to_vec() } else { kept }
+}
+
 /// Deletes one object, or marks it for deletion when a grace period or finalizers hold it.
 pub(super) async fn delete_object(
     state: &State,
@@ -142,18 +170,19 @@ async fn delete_once(
     }
     let grace = grace_period(kind, &object, options);
     let meta = &mut object["metadata"];
-    let finalizers: Vec<Value> = meta["finalizers"].as_array().cloned().unwrap_or_default();
-    // Upstream records Foreground and Orphan as finalizers for the garbage collector to act on
-    // and remove. rkube has no garbage collector yet (issue 4), so such a finalizer would hold
-    // the object forever: until it exists, every policy deletes as Background does. The
-    // policy was validated in `merge`.
+    let before: Vec<Value> = meta["finalizers"].as_array().cloned().unwrap_or_default();
+    let finalizers = gc_finalizers(&before, options);
     let namespace = kind.plural == "namespaces";
     let pending = grace > 0 || !finalizers.is_empty() || namespace;
     let uid = meta["uid"].clone();
     if pending {
+        let changed = finalizers != before;
+        if changed {
+            meta["finalizers"] = json!(finalizers);
+        }
         if meta["deletionTimestamp"].is_string() {
             let shorter = grace < meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-            if !shorter {
+            if !shorter && !changed {
                 // Already being deleted: nothing changes, as upstream answers a repeated delete.
                 return Ok((StatusCode::OK, axum::Json(object)).into_response());
             }
