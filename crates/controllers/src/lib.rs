@@ -8,6 +8,7 @@
 //! `Controller`, which deduplicates keys, never reconciles one key twice at once, and retries
 //! with backoff. Scheduler plugins are pure over (pod, node info, cycle state).
 
+pub mod deployment;
 pub mod events;
 pub mod gc;
 pub mod labels;
@@ -58,7 +59,12 @@ impl Controllers {
         tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
             let c = c.clone();
             async move {
-                tokio::join!(namespace::run(c.clone()), gc::run(c.clone()), replicaset::run(c.clone()));
+                tokio::join!(
+                    namespace::run(c.clone()),
+                    gc::run(c.clone()),
+                    replicaset::run(c.clone()),
+                    deployment::run(c.clone()),
+                );
             }
         }));
         Controllers { tasks }
