@@ -291,20 +291,19 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
     if complete {
         prune(&ctx, &rs_api, &sets, new, spec.revision_history_limit.unwrap_or(10)).await;
     }
-    if let Some(i) = new {
-        let revision = revision(&sets[i]).to_string();
-        if d.annotations().get(REVISION) != Some(&revision) {
-            let patch = json!({"metadata": {"annotations": {REVISION: revision}}});
-            Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
-        }
-    }
     let status = compute_status(&d, &sets, new, want, unavailable, complete, progress_reason);
     let deadline = spec.progress_deadline_seconds.filter(|_| !complete && !spec.paused.unwrap_or(false));
-    if d.status.as_ref() != Some(&status) {
+    // The revision annotation goes with the status, through the status subresource, so it
+    // does not bump the generation (upstream does the same).
+    let revision = new.map(|i| revision(&sets[i]).to_string());
+    let stale_revision = revision.as_ref().is_some_and(|r| d.annotations().get(REVISION) != Some(r));
+    if d.status.as_ref() != Some(&status) || stale_revision {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
+        let mut patch = json!({"status": status});
+        if let (true, Some(revision)) = (stale_revision, revision) {
+            patch["metadata"] = json!({"annotations": {REVISION: revision}});
+        }
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     // Look again when the progress deadline would pass.
     Ok(match deadline {

@@ -431,6 +431,13 @@ pub(super) async fn store_update(
             let mut merged = stored.clone();
             merged["status"] = object["status"].clone();
             merged["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
+            // Deployments' status writes carry annotations too: that is how upstream's
+            // controller records the revision without bumping the generation.
+            if kind.plural == "deployments" {
+                if let Some(annotations) = object["metadata"].get("annotations") {
+                    merged["metadata"]["annotations"] = annotations.clone();
+                }
+            }
             merged
         }
     };
@@ -630,7 +637,7 @@ pub(super) fn keep_immutable(
     // Deployments count annotation changes too (the deprecated rollback annotation lived there).
     let annotations_count =
         kind.plural == "deployments" && stored["metadata"]["annotations"] != object["metadata"]["annotations"];
-    if kind.generation && (stored["spec"] != object["spec"] || annotations_count) {
+    if kind.generation && scope != Scope::Status && (stored["spec"] != object["spec"] || annotations_count) {
         let generation = stored["metadata"]["generation"].as_i64().unwrap_or(0);
         object["metadata"]["generation"] = json!(generation + 1);
     }

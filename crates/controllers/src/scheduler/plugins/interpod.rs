@@ -131,9 +131,6 @@ impl PreFilter for InterPodAffinity {
 impl Filter for InterPodAffinity {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<FilterState>(KEY) else { return Status::success() };
-        if s.existing_anti.keys().any(|(key, _)| has_pair(&s.existing_anti, key, node)) {
-            return Status::unschedulable("node(s) didn't satisfy existing pods anti-affinity rules");
-        }
         let affinity = required_affinity(pod);
         if !affinity.is_empty() {
             let placed = affinity.iter().all(|t| has_pair(&s.affinity, &t.topology_key, node));
@@ -146,6 +143,10 @@ impl Filter for InterPodAffinity {
         }
         if required_anti(pod).iter().any(|t| has_pair(&s.anti, &t.topology_key, node)) {
             return Status::unschedulable("node(s) didn't match pod anti-affinity rules");
+        }
+        // Checked last, as upstream orders the three.
+        if s.existing_anti.keys().any(|(key, _)| has_pair(&s.existing_anti, key, node)) {
+            return Status::unschedulable("node(s) didn't satisfy existing pods anti-affinity rules");
         }
         Status::success()
     }
