@@ -8,15 +8,25 @@
 //! `Controller`, which deduplicates keys, never reconciles one key twice at once, and retries
 //! with backoff. Scheduler plugins are pure over (pod, node info, cycle state).
 
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod labels;
 pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod quota;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod simulated;
+pub mod statefulset;
 pub mod workqueue;
 
 use tokio::task::JoinSet;
@@ -39,6 +49,7 @@ pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub election: leader::Config,
+    pub node_lifecycle: nodelifecycle::Config,
 }
 
 /// The running loops; dropping it stops them.
@@ -56,14 +67,24 @@ impl Controllers {
             scheduler::run(c.clone())
         }));
         let c = client.clone();
+        let lifecycle = config.node_lifecycle.clone();
         tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
-            let c = c.clone();
+            let (c, lifecycle) = (c.clone(), lifecycle.clone());
             async move {
                 tokio::join!(
                     namespace::run(c.clone()),
                     gc::run(c.clone()),
                     replicaset::run(c.clone()),
                     deployment::run(c.clone()),
+                    nodelifecycle::run(c.clone(), lifecycle),
+                    job::run(c.clone()),
+                    cronjob::run(c.clone()),
+                    statefulset::run(c.clone()),
+                    daemonset::run(c.clone()),
+                    serviceaccount::run(c.clone()),
+                    endpoints::run(c.clone()),
+                    disruption::run(c.clone()),
+                    quota::run(c.clone()),
                 );
             }
         }));

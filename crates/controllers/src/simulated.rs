@@ -134,7 +134,7 @@ pub async fn run(client: Client, config: Config) {
         })
         .await;
     tracing::info!("{} simulated nodes registered", config.count);
-    tokio::join!(heartbeats(&client, &nodes, &config), watch_nodes(&client, &nodes), run_pods(&client, &nodes));
+    tokio::join!(heartbeats(&client, &nodes, &config), watch_nodes(&client, &nodes, &config), run_pods(&client, &nodes));
 }
 
 async fn register(client: &Client, nodes: &Nodes, config: &Config, name: &str) -> kube::Result<()> {
@@ -243,20 +243,54 @@ async fn heartbeats(client: &Client, nodes: &Nodes, config: &Config) {
     }
 }
 
-/// Follows the nodes' stop annotation.
-async fn watch_nodes(client: &Client, nodes: &Nodes) {
+/// Follows the nodes' stop annotation. A node started again reports Ready, and catches up
+/// with what happened to its pods meanwhile.
+async fn watch_nodes(client: &Client, nodes: &Nodes, config: &Config) {
     let api: Api<Node> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(&format!("{LABEL}=true"));
-    let mut events = watcher::watcher(api, config).boxed();
+    let watch = watcher::Config::default().labels(&format!("{LABEL}=true"));
+    let mut events = watcher::watcher(api, watch).boxed();
     while let Some(event) = events.next().await {
         if let Ok(Event::Apply(node) | Event::InitApply(node)) = event {
             let stopped = node.annotations().get(STOPPED).is_some_and(|v| v == "true");
-            let mut nodes = lock(nodes);
-            if let Some(state) = nodes.get_mut(&node.name_any()) {
-                if state.stopped && !stopped {
-                    tracing::info!("simulated node {} started again", node.name_any());
-                }
+            let name = node.name_any();
+            let restarted = {
+                let mut nodes = lock(nodes);
+                let Some(state) = nodes.get_mut(&name) else { continue };
+                let restarted = state.stopped && !stopped;
                 state.stopped = stopped;
+                restarted
+            };
+            // A running node marked otherwise (by the node lifecycle controller, after a
+            // missed heartbeat) says it is Ready again, as a kubelet's next status post does.
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if !stopped && !ready && !restarted {
+                let (client, nodes, config) = (client.clone(), nodes.clone(), config.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = register(&client, &nodes, &config, &name).await {
+                        tracing::debug!("simulated node {name}: {e}");
+                    }
+                });
+                continue;
+            }
+            if restarted {
+                tracing::info!("simulated node {name} started again");
+                let (client, nodes, config) = (client.clone(), nodes.clone(), config.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = register(&client, &nodes, &config, &name).await {
+                        tracing::warn!("simulated node {name}: {e}");
+                    }
+                    let pods: Api<Pod> = Api::all(client.clone());
+                    let on_node = kube::api::ListParams::default().fields(&format!("spec.nodeName={name}"));
+                    for pod in pods.list(&on_node).await.map(|l| l.items).unwrap_or_default() {
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            confirm_deletion(&client, &pod).await;
+                        }
+                    }
+                });
             }
         }
     }
@@ -265,6 +299,8 @@ async fn watch_nodes(client: &Client, nodes: &Nodes) {
 /// What the simulated kubelet does next for a pod.
 enum Step {
     Nothing,
+    /// Running, but marked not ready by someone else: say Ready again.
+    Ready,
     /// Confirm a graceful deletion.
     Delete,
     /// Start it: Running, Ready, with this IP.
@@ -306,21 +342,41 @@ async fn run_pods(client: &Client, nodes: &Nodes) {
                     Some(ip) => Step::Start { ip, host_ip: state.address() },
                     None => Step::Nothing,
                 }
-            } else {
-                if phase(&pod) == "Running" {
-                    // Pods found running after a restart keep their IPs.
-                    let uid = pod.uid().unwrap_or_default();
-                    if let Some(octet) = pod_ip_octet(&pod) {
-                        state.ips.entry(uid.clone()).or_insert(octet);
-                    }
-                    lock(&started).insert(uid);
+            } else if phase(&pod) == "Running" {
+                // Pods found running after a restart keep their IPs.
+                let uid = pod.uid().unwrap_or_default();
+                if let Some(octet) = pod_ip_octet(&pod) {
+                    state.ips.entry(uid.clone()).or_insert(octet);
                 }
+                lock(&started).insert(uid);
+                let running = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|cs| cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())));
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if running && !ready { Step::Ready } else { Step::Nothing }
+            } else {
                 Step::Nothing
             }
         };
         let (client, started) = (client.clone(), started.clone());
         match step {
             Step::Nothing => {}
+            Step::Ready => {
+                tokio::spawn(async move {
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+                    let patch = json!({"status": {"conditions": conditions(true, None)}});
+                    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                        tracing::debug!("simulated pod {}: {e}", pod.name_any());
+                    }
+                    drop(started);
+                });
+            }
             Step::Delete => {
                 tokio::spawn(async move { confirm_deletion(&client, &pod).await });
             }

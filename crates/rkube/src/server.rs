@@ -39,6 +39,10 @@ pub struct Args {
     /// Each simulated node's capacity, over the defaults cpu=32,memory=256Gi,pods=110.
     #[arg(long, value_name = "cpu=N,memory=Q,pods=N")]
     simulated_node_capacity: Option<String>,
+    /// How long a node may go without a heartbeat before it is marked Unknown and tainted,
+    /// in seconds (upstream's --node-monitor-grace-period).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
     /// Runs the control plane only, with no node agent in this process. Accepted today for
     /// scripts that will use it: the node agent (issue 5) is not built yet, so the server
     /// never runs one.
@@ -67,6 +71,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(capacity) = &args.simulated_node_capacity {
         simulated.set_capacity(capacity).map_err(|e| anyhow::anyhow!("--simulated-node-capacity: {e}"))?;
     }
+    if args.node_monitor_grace_period == 0 {
+        anyhow::bail!("--node-monitor-grace-period must be at least 1 second");
+    }
+    // Simulated kubelets renew their leases well within the grace period.
+    simulated.heartbeat = simulated.heartbeat.min(std::time::Duration::from_secs(args.node_monitor_grace_period) / 3);
     let store = Store::open(backend).await.context("cannot open the cluster store")?;
     let _compactor = store.start_compactor(CompactorConfig::default());
     let config = Config {
@@ -85,8 +94,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // admin).
     let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
-    let controllers =
-        (!args.no_controllers).then(|| rkube_controllers::Controllers::start(client.clone(), Default::default()));
+    let mut loops = rkube_controllers::Config::default();
+    loops.node_lifecycle.grace_period = std::time::Duration::from_secs(args.node_monitor_grace_period);
+    loops.node_lifecycle.monitor_period = loops.node_lifecycle.monitor_period.min(loops.node_lifecycle.grace_period / 2);
+    let controllers = (!args.no_controllers).then(|| rkube_controllers::Controllers::start(client.clone(), loops));
     let simulated_nodes =
         (simulated.count > 0).then(|| tokio::spawn(rkube_controllers::simulated::run(client, simulated)));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -271,11 +271,8 @@ fn node_status(o: &Value) -> String {
     let mut states: Vec<&str> = Vec::new();
     for c in o["status"]["conditions"].as_array().into_iter().flatten() {
         if c["type"] == "Ready" {
-            states.push(match text(&c["status"]) {
-                "True" => "Ready",
-                "False" => "NotReady",
-                _ => "Unknown",
-            });
+            // Upstream prints NotReady for False and Unknown alike.
+            states.push(if text(&c["status"]) == "True" { "Ready" } else { "NotReady" });
         }
     }
     if states.is_empty() {
