@@ -116,17 +116,20 @@ async fn monitor_health(client: &Client, nodes: &Store<Node>, leases: &Store<Lea
                 .collect();
             let patch = json!({"status": {"conditions": conditions}});
             match api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await {
-                Ok(_) => recorder.record(
-                    node.as_ref(),
-                    Type::Normal,
-                    "NodeNotReady",
-                    "NodeNotReady",
-                    format!("Node {name} status is now: NodeNotReady"),
-                ),
+                Ok(updated) => {
+                    recorder.record(
+                        node.as_ref(),
+                        Type::Normal,
+                        "NodeNotReady",
+                        "NodeNotReady",
+                        format!("Node {name} status is now: NodeNotReady"),
+                    );
+                    sync_taints(&api, &updated, now).await;
+                }
                 Err(e) => tracing::debug!("node {name}: {e}"),
             }
             mark_pods_not_ready(client, &name).await;
-            continue; // Its taints follow on the next pass, from the new conditions.
+            continue;
         }
         sync_taints(&api, &node, now).await;
     }

@@ -235,3 +235,216 @@ spec:
     );
     assert_eq!(placed.len(), 3);
 }
+
+#[test]
+fn jobs_statefulsets_daemonsets_and_service_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    apply(&server, dir.path(), "work", r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 3
+  parallelism: 2
+  completionMode: Indexed
+  template:
+    metadata: {annotations: {rkube.io/simulated-duration: 500ms}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {annotations: {rkube.io/simulated-duration: 200ms, rkube.io/simulated-exit-code: "3"}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: busybox, ports: [{name: sql, containerPort: 5432}]}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  selector: {app: db}
+  ports: [{port: 5432, targetPort: sql}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: db}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: db}}
+"#);
+    // The StatefulSet comes up in order: a pod exists only once every lower ordinal is
+    // Running and Ready.
+    let start = Instant::now();
+    loop {
+        let list = json(&server, &["get", "pods", "-l", "app=db"]);
+        let pods = list["items"].as_array().unwrap();
+        let ready = |p: &Value| {
+            p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        let mut ordinals: Vec<(i64, bool)> = pods
+            .iter()
+            .map(|p| (p["metadata"]["name"].as_str().unwrap()[3..].parse().unwrap(), ready(p)))
+            .collect();
+        ordinals.sort();
+        for (i, (ordinal, _)) in ordinals.iter().enumerate() {
+            assert_eq!(*ordinal, i as i64, "ordinals must be a prefix: {ordinals:?}");
+            if i > 0 {
+                assert!(ordinals[i - 1].1, "db-{i} exists before db-{} is ready: {ordinals:?}", i - 1);
+            }
+        }
+        if ordinals.len() == 3 && ordinals.iter().all(|(_, r)| *r) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{ordinals:?}");
+    }
+    server.ok(KUBECTL_OLD, &["rollout", "status", "statefulset/db", "--timeout=30s"]);
+    let claims = server.ok(KUBECTL, &["get", "pvc", "-o", "name"]);
+    for i in 0..3 {
+        assert!(claims.contains(&format!("persistentvolumeclaim/data-db-{i}")), "{claims}");
+    }
+    // The service's endpoints are the pods, at the named target port.
+    let endpoints = eventually(
+        Duration::from_secs(10),
+        || json(&server, &["get", "endpoints", "db"]),
+        |e| e["subsets"][0]["addresses"].as_array().is_some_and(|a| a.len() == 3),
+    );
+    assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], 5432);
+    let slices = server.ok(KUBECTL, &["get", "endpointslices", "-l", "kubernetes.io/service-name=db"]);
+    assert!(slices.contains("5432"), "{slices}");
+    let budget = eventually(
+        Duration::from_secs(10),
+        || server.ok(KUBECTL, &["get", "pdb", "db", "-o", "jsonpath={.status.disruptionsAllowed}"]),
+        |a| a == "1",
+    );
+    assert_eq!(budget, "1");
+
+    // One daemon per node.
+    server.ok(KUBECTL, &["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    let mut nodes: Vec<String> = pods(&server, "app=agent").into_iter().map(|(_, node)| node).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["rkube-sim-0", "rkube-sim-1", "rkube-sim-2"]);
+
+    // Jobs: an Indexed one completes every index, a failing one stops at its backoff limit.
+    server.ok(KUBECTL_OLD, &["wait", "--for=condition=complete", "job/indexed", "--timeout=30s"]);
+    let job = json(&server, &["get", "job", "indexed"]);
+    assert_eq!((job["status"]["succeeded"].as_i64(), job["status"]["completedIndexes"].as_str()), (Some(3), Some("0-2")));
+    server.ok(KUBECTL, &["wait", "--for=condition=failed", "job/failing", "--timeout=30s"]);
+    let failed = json(&server, &["get", "job", "failing"]);
+    let reasons: Vec<&str> = failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
+    assert!(reasons.contains(&"BackoffLimitExceeded"), "{failed}");
+
+    // Every new namespace gets a default service account.
+    server.ok(KUBECTL, &["create", "namespace", "fresh"]);
+    eventually(Duration::from_secs(10), || server.kubectl(KUBECTL, &["-n", "fresh", "get", "serviceaccount", "default"]).status.success(), |ok| *ok);
+}
+
+#[test]
+fn a_cronjob_fires_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    server.ok(KUBECTL, &["create", "cronjob", "tick", "--image=busybox", "--schedule=* * * * *"]);
+    // The first minute boundary comes within a minute.
+    let jobs = eventually(
+        Duration::from_secs(75),
+        || json(&server, &["get", "jobs"]),
+        |j| j["items"].as_array().is_some_and(|items| !items.is_empty()),
+    );
+    let job = &jobs["items"][0];
+    assert!(job["metadata"]["name"].as_str().unwrap().starts_with("tick-"), "{job}");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    let cron = json(&server, &["get", "cronjob", "tick"]);
+    assert!(cron["status"]["lastScheduleTime"].is_string(), "{cron}");
+    // Deleting the CronJob takes its Jobs along.
+    server.ok(KUBECTL, &["delete", "cronjob", "tick"]);
+    eventually(Duration::from_secs(20), || server.ok(KUBECTL, &["get", "jobs", "-o", "name"]), |out| out.trim().is_empty());
+}
+
+#[test]
+fn a_stopped_node_loses_its_pods_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--simulated-nodes", "3", "--node-monitor-grace-period", "3"]);
+    apply(&server, dir.path(), "web", r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]
+      containers: [{name: c, image: busybox}]
+"#);
+    server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    let victim = pods(&server, "app=web")[0].1.clone();
+    server.ok(KUBECTL, &["annotate", "node", &victim, "rkube.io/simulated-stopped=true"]);
+    // The node goes NotReady and is tainted; its pod is evicted and replaced elsewhere.
+    eventually(
+        Duration::from_secs(20),
+        || server.ok(KUBECTL, &["get", "node", &victim, "--no-headers"]),
+        |line| line.split_whitespace().nth(1) == Some("NotReady"),
+    );
+    eventually(
+        Duration::from_secs(10),
+        || server.ok(KUBECTL, &["get", "node", &victim, "-o", "jsonpath={.spec.taints[*].key}"]),
+        |taints| taints.contains("node.kubernetes.io/unreachable"),
+    );
+    eventually(
+        Duration::from_secs(30),
+        || {
+            let list = json(&server, &["get", "pods", "-l", "app=web"]);
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running")
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        },
+        |running| running.len() == 3 && !running.contains(&victim),
+    );
+    // Back again: Ready, untainted, and the pods it held are gone for good.
+    server.ok(KUBECTL, &["annotate", "node", &victim, "rkube.io/simulated-stopped-"]);
+    eventually(
+        Duration::from_secs(20),
+        || server.ok(KUBECTL, &["get", "node", &victim, "--no-headers"]),
+        |line| line.split_whitespace().nth(1) == Some("Ready"),
+    );
+    eventually(Duration::from_secs(20), || pods(&server, "app=web").len(), |n| *n == 3);
+    eventually(
+        Duration::from_secs(20),
+        || server.ok(KUBECTL, &["get", "node", &victim, "-o", "jsonpath={.spec.taints}"]),
+        |t| t.is_empty() || t == "[]",
+    );
+}
