@@ -262,7 +262,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
             let old_left = sets.iter().enumerate().any(|(i, rs)| {
                 i != new && (replicas(rs) > 0 || rs.status.as_ref().is_some_and(|s| s.replicas > 0))
             });
-            sets.iter().enumerate().map(|(i, _)| if i != new { 0 } else if old_left { 0 } else { want }).collect()
+            (0..sets.len()).map(|i| if i == new && !old_left { want } else { 0 }).collect()
         } else {
             rolling_targets(want, surge, unavailable, &sets, new)
         };

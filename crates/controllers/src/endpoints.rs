@@ -170,11 +170,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &namespace);
     match api.get_opt(&name).await? {
         None => {
-            if let Err(e) = api.create(&PostParams::default(), &wanted).await {
-                if !matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 403) {
+            if let Err(e) = api.create(&PostParams::default(), &wanted).await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 403) {
                     return Err(e.into());
                 }
-            }
         }
         Some(current) if current.subsets != wanted.subsets || current.metadata.labels != wanted.metadata.labels => {
             let mut next = wanted.clone();
@@ -231,11 +230,10 @@ async fn sync_slice(
     }
     match existing.drain(..).next() {
         None => {
-            if let Err(e) = api.create(&PostParams::default(), &wanted).await {
-                if !matches!(&e, kube::Error::Api(s) if s.code == 403) {
+            if let Err(e) = api.create(&PostParams::default(), &wanted).await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 403) {
                     return Err(e.into());
                 }
-            }
         }
         Some(current) if current.endpoints != wanted.endpoints || current.ports != wanted.ports => {
             let mut next = wanted;

@@ -126,11 +126,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut outcome: Option<(&str, &str, String)> = None;
     if failed > backoff_limit {
         outcome = Some(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit".into()));
-    } else if let Some(deadline) = spec.active_deadline_seconds.filter(|_| !suspended) {
-        if start_time.0 + SignedDuration::from_secs(deadline) <= now {
+    } else if let Some(deadline) = spec.active_deadline_seconds.filter(|_| !suspended)
+        && start_time.0 + SignedDuration::from_secs(deadline) <= now {
             outcome = Some(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline".into()));
         }
-    }
     let complete = match completions {
         Some(n) => succeeded >= n,
         None => succeeded > 0 && active.is_empty(),

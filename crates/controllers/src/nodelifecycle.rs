@@ -147,7 +147,7 @@ async fn sync_taints(api: &Api<Node>, node: &Node, now: Timestamp) {
         .collect();
     for (key, effect) in &wanted {
         if !taints.iter().any(|t| t.key == *key && t.effect == *effect) {
-            let time_added = (*effect == "NoExecute").then(|| Time(now));
+            let time_added = (*effect == "NoExecute").then_some(Time(now));
             taints.push(Taint { key: (*key).into(), effect: (*effect).into(), value: None, time_added });
         }
     }

@@ -316,11 +316,10 @@ async fn run_pods(client: &Client, nodes: &Nodes) {
             Ok(Event::Apply(pod) | Event::InitApply(pod)) => pod,
             Ok(Event::Delete(pod)) => {
                 let uid = pod.uid().unwrap_or_default();
-                if let Some(node) = pod_node(&pod) {
-                    if let Some(state) = lock(nodes).get_mut(node) {
+                if let Some(node) = pod_node(&pod)
+                    && let Some(state) = lock(nodes).get_mut(node) {
                         state.ips.remove(&uid);
                     }
-                }
                 lock(&started).remove(&uid);
                 continue;
             }

@@ -181,7 +181,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
     for i in 0..want {
         match pods.get(&i) {
             Some(pod) => {
-                if !parallel && !(running_and_ready(pod) && pod.metadata.deletion_timestamp.is_none()) {
+                let settled = running_and_ready(pod) && pod.metadata.deletion_timestamp.is_none();
+                if !parallel && !settled {
                     waiting = true;
                     break;
                 }

@@ -433,11 +433,10 @@ pub(super) async fn store_update(
             merged["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
             // Deployments' status writes carry annotations too: that is how upstream's
             // controller records the revision without bumping the generation.
-            if kind.plural == "deployments" {
-                if let Some(annotations) = object["metadata"].get("annotations") {
+            if kind.plural == "deployments"
+                && let Some(annotations) = object["metadata"].get("annotations") {
                     merged["metadata"]["annotations"] = annotations.clone();
                 }
-            }
             merged
         }
     };

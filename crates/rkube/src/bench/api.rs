@@ -2,9 +2,6 @@
 //! There is no upstream API server on this machine to run beside it, so the figures are judged
 //! against the targets of issue 3. The objects are pods, as upstream's own density tests use.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,7 +9,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use serde::Serialize;
 
-use super::{percentile_ms, proc_field};
+use super::{ServerProcess, percentile_ms, proc_field};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -91,54 +88,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-struct ServerProcess {
-    child: Child,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-        loop {
-            match lines.next() {
-                Some(line) => {
-                    if line?.starts_with("rkube server listening on ") {
-                        break;
-                    }
-                }
-                None => anyhow::bail!("rkube server exited during start-up"),
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(ServerProcess { child, kubeconfig: dir.join("kubeconfig") })
-    }
-
-    /// A client with its own connection.
-    async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A pod as a Deployment would make one: labels, an owner, one container with a port,
 /// resources and a probe. Defaulting adds the rest, as upstream's would.
 fn pod(name: String) -> Pod {

@@ -2,7 +2,12 @@
 //! prints a table, and with `--json` one JSON object.
 
 mod api;
+mod scheduler;
 mod store;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use clap::Subcommand;
 
@@ -12,12 +17,68 @@ pub enum Which {
     Store(store::Args),
     /// A real `rkube server`, through the `kube` client, against issue 3's targets.
     Api(api::Args),
+    /// Scheduling throughput at 5,000 nodes, basic and with pod anti-affinity.
+    Scheduler(scheduler::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Store(args) => store::run(args).await,
         Which::Api(args) => api::run(args).await,
+        Which::Scheduler(args) => scheduler::run(args).await,
+    }
+}
+
+pub(super) struct ServerProcess {
+    pub child: Child,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(dir, &[])
+    }
+
+    /// A server with extra `rkube server` flags.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> anyhow::Result<ServerProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        loop {
+            match lines.next() {
+                Some(line) => {
+                    if line?.starts_with("rkube server listening on ") {
+                        break;
+                    }
+                }
+                None => anyhow::bail!("rkube server exited during start-up"),
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(ServerProcess { child, kubeconfig: dir.join("kubeconfig") })
+    }
+
+    /// A client with its own connection.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

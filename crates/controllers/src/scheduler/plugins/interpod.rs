@@ -61,9 +61,9 @@ pub fn term_matches(term: &PodAffinityTerm, owner_namespace: &str, pod: &PodInfo
     let in_namespace = match &term.namespace_selector {
         Some(s) if s.match_labels.as_ref().is_none_or(|m| m.is_empty())
             && s.match_expressions.as_ref().is_none_or(|m| m.is_empty()) => true,
-        Some(_) => listed.iter().any(|n| *n == pod.namespace),
+        Some(_) => listed.contains(&pod.namespace),
         None if listed.is_empty() => pod.namespace == owner_namespace,
-        None => listed.iter().any(|n| *n == pod.namespace),
+        None => listed.contains(&pod.namespace),
     };
     in_namespace && term.label_selector.as_ref().is_some_and(|s| labels::matches(s, &pod.labels))
 }
@@ -101,11 +101,10 @@ impl PreFilter for InterPodAffinity {
         for node in &snapshot.nodes {
             for existing in &node.pods {
                 for term in required_anti(existing) {
-                    if term_matches(term, &existing.namespace, pod) {
-                        if let Some(p) = pair(&term.topology_key, node) {
+                    if term_matches(term, &existing.namespace, pod)
+                        && let Some(p) = pair(&term.topology_key, node) {
                             *s.existing_anti.entry(p).or_default() += 1;
                         }
-                    }
                 }
                 if !affinity.is_empty() && affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
                     for term in affinity {
@@ -115,11 +114,10 @@ impl PreFilter for InterPodAffinity {
                     }
                 }
                 for term in anti {
-                    if term_matches(term, &pod.namespace, existing) {
-                        if let Some(p) = pair(&term.topology_key, node) {
+                    if term_matches(term, &pod.namespace, existing)
+                        && let Some(p) = pair(&term.topology_key, node) {
                             *s.anti.entry(p).or_default() += 1;
                         }
-                    }
                 }
             }
         }

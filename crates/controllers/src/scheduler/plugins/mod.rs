@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use super::framework::Plugin;
 
+/// Makes a plugin.
+pub type Factory = fn() -> Arc<dyn Plugin>;
+
 /// Every plugin by its upstream name.
-pub fn registry() -> Vec<(&'static str, fn() -> Arc<dyn Plugin>)> {
+pub fn registry() -> Vec<(&'static str, Factory)> {
     vec![
         ("NodeName", || Arc::new(node::NodeName)),
         ("NodeUnschedulable", || Arc::new(node::NodeUnschedulable)),
