@@ -1,8 +1,10 @@
 //! One scheduling cycle, pure: PreFilter, Filter across nodes in parallel, PreScore, Score,
-//! then Reserve and Permit on the chosen node. No IO; the caller binds.
+//! then Reserve and Permit on the chosen node. No IO; the caller binds. Plugins whose
+//! PreFilter or PreScore says Skip are left out of the pod's Filter or Score.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -12,6 +14,18 @@ use super::plugins;
 /// The enabled plugins, in order.
 pub struct Profile {
     plugins: Vec<Arc<dyn Plugin>>,
+    /// Where the next cycle starts looking, so that sampled searches cover every node in turn.
+    next_start: AtomicUsize,
+}
+
+/// Upstream's adaptive `percentageOfNodesToScore`: every node up to 100, then a share falling
+/// from 50% by one point per 125 nodes to at least 5%, and never fewer than 100 nodes.
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percent = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percent / 100).max(100)
 }
 
 /// Why a pod fits no node: each node's status, summed up as upstream prints it.
@@ -52,11 +66,15 @@ impl Profile {
             .iter()
             .map(|name| registry.iter().find(|(n, _)| n == name).map(|(_, make)| make()))
             .collect::<Option<Vec<_>>>()?;
-        Some(Profile { plugins })
+        Some(Profile { plugins, next_start: AtomicUsize::new(0) })
     }
 
     /// Picks a node for the pod, or says why none fits. Ties are broken by `tie_break`, which
     /// returns an index below its argument (the number of tied nodes).
+    ///
+    /// As upstream, a large cluster is not searched whole: filtering stops once
+    /// `feasible_nodes_to_find` nodes fit, starting each cycle where the last one stopped, so
+    /// every node gets its turn. A pod that fits nowhere is checked against every node.
     pub fn schedule(
         &self,
         pod: &PodInfo,
@@ -65,15 +83,24 @@ impl Profile {
     ) -> Result<String, FitError> {
         let all = snapshot.nodes.len();
         let mut state = CycleState::default();
-        for p in &self.plugins {
+        let mut skipped_filters = Vec::new();
+        for (i, p) in self.plugins.iter().enumerate() {
             if let Some(pre) = p.pre_filter() {
                 let status = pre.pre_filter(&mut state, pod, snapshot);
-                if !status.is_success() {
-                    return Err(fit_error(all, std::iter::repeat_n(&status, all)));
+                match status.code {
+                    Code::Success => {}
+                    Code::Skip => skipped_filters.push(i),
+                    _ => return Err(fit_error(all, std::iter::repeat_n(&status, all))),
                 }
             }
         }
-        let filters: Vec<_> = self.plugins.iter().filter_map(|p| p.filter()).collect();
+        let filters: Vec<_> = self
+            .plugins
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skipped_filters.contains(i))
+            .filter_map(|(_, p)| p.filter())
+            .collect();
         let run_filters = |node: &&NodeInfo| -> Status {
             for f in &filters {
                 let status = f.filter(&state, pod, node);
@@ -83,27 +110,49 @@ impl Profile {
             }
             Status::success()
         };
-        // Filtering is the hot loop: split across cores once there are enough nodes to pay.
-        let statuses: Vec<Status> = if all >= 256 {
-            snapshot.nodes.par_iter().map(run_filters).collect()
-        } else {
-            snapshot.nodes.iter().map(run_filters).collect()
-        };
-        let feasible: Vec<&NodeInfo> =
-            snapshot.nodes.iter().zip(&statuses).filter(|(_, s)| s.is_success()).map(|(n, _)| *n).collect();
+        let wanted = feasible_nodes_to_find(all);
+        let start = if all == 0 { 0 } else { self.next_start.load(Ordering::Relaxed) % all };
+        let mut feasible: Vec<&NodeInfo> = Vec::new();
+        let mut statuses: Vec<Status> = Vec::new();
+        let mut examined = 0;
+        // Rounds of `wanted` nodes, each filtered in parallel, until enough fit.
+        while examined < all && feasible.len() < wanted {
+            let round: Vec<&NodeInfo> =
+                (examined..(examined + wanted.max(256)).min(all)).map(|i| snapshot.nodes[(start + i) % all]).collect();
+            examined += round.len();
+            let results: Vec<Status> = if round.len() >= 256 {
+                round.par_iter().map(run_filters).collect()
+            } else {
+                round.iter().map(run_filters).collect()
+            };
+            for (node, status) in round.into_iter().zip(results) {
+                if status.is_success() {
+                    if feasible.len() < wanted {
+                        feasible.push(node);
+                    }
+                } else {
+                    statuses.push(status);
+                }
+            }
+        }
+        self.next_start.store((start + examined) % all.max(1), Ordering::Relaxed);
         if feasible.is_empty() {
             return Err(fit_error(all, statuses.iter()));
         }
         if feasible.len() == 1 {
             return self.reserve(&state, pod, feasible[0]);
         }
-        for p in &self.plugins {
-            if let Some(pre) = p.pre_score() {
-                pre.pre_score(&mut state, pod, &feasible, snapshot);
+        let mut skipped_scores = Vec::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            if let Some(pre) = p.pre_score()
+                && pre.pre_score(&mut state, pod, &feasible, snapshot).code == Code::Skip
+            {
+                skipped_scores.push(i);
             }
         }
         let mut totals = vec![0i64; feasible.len()];
-        for score in self.plugins.iter().filter_map(|p| p.score()) {
+        let scorers = self.plugins.iter().enumerate().filter(|(i, _)| !skipped_scores.contains(i)).filter_map(|(_, p)| p.score());
+        for score in scorers {
             let mut scores: Vec<i64> = if feasible.len() >= 256 {
                 feasible.par_iter().map(|n| score.score(&state, pod, n)).collect()
             } else {

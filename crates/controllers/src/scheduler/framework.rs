@@ -6,7 +6,7 @@
 //! fixtures. The binding itself is the scheduler's, through the API.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Taint};
@@ -23,6 +23,9 @@ pub enum Code {
     /// The node can never fit, and preempting pods on it would not help.
     UnschedulableAndUnresolvable,
     Error,
+    /// From PreFilter or PreScore: the plugin has nothing to say about this pod, so its
+    /// Filter or Score is not run for it (upstream's `Skip`).
+    Skip,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,24 +48,30 @@ impl Status {
         Status { code: Code::UnschedulableAndUnresolvable, reasons: vec![reason.into()] }
     }
 
+    pub fn skip() -> Status {
+        Status { code: Code::Skip, reasons: Vec::new() }
+    }
+
     pub fn is_success(&self) -> bool {
         self.code == Code::Success
     }
 }
 
 /// Data one plugin computes in PreFilter or PreScore for its later points, keyed by plugin.
+/// A handful of entries, read once per node: a short list beats hashing.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Box::new(value));
+        self.data.retain(|(k, _)| *k != key);
+        self.data.push((key, Box::new(value)));
     }
 
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|v| v.downcast_ref())
+        self.data.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.downcast_ref())
     }
 }
 
@@ -162,6 +171,11 @@ pub struct PodInfo {
     pub non_zero: Resources,
     pub host_ports: Vec<HostPort>,
     pub priority: i32,
+    /// Whether the pod has any pod affinity or anti-affinity terms, and required
+    /// anti-affinity ones: nodes keep such pods apart so the InterPodAffinity plugin looks
+    /// only at them.
+    pub has_pod_affinity: bool,
+    pub has_required_anti_affinity: bool,
 }
 
 /// Upstream's `DefaultMilliCPURequest` and `DefaultMemoryRequest`.
@@ -226,7 +240,15 @@ impl PodInfo {
                 port: p.host_port.unwrap_or_default(),
             })
             .collect();
+        let affinity = spec.affinity.as_ref();
+        let has_pod_affinity = affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+        let has_required_anti_affinity = affinity
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .is_some_and(|terms| !terms.is_empty());
         PodInfo {
+            has_pod_affinity,
+            has_required_anti_affinity,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
@@ -259,6 +281,9 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub non_zero_requested: Resources,
     pub pods: Vec<Arc<PodInfo>>,
+    /// The pods here with pod affinity or anti-affinity terms (also in `pods`).
+    pub affinity_pods: Vec<Arc<PodInfo>>,
+    pub required_anti_affinity_pods: usize,
     pub used_ports: Vec<HostPort>,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
@@ -274,6 +299,8 @@ impl NodeInfo {
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             pods: Vec::new(),
+            affinity_pods: Vec::new(),
+            required_anti_affinity_pods: 0,
             used_ports: Vec::new(),
             taints: Vec::new(),
             unschedulable: false,
@@ -298,6 +325,10 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        if pod.has_pod_affinity {
+            self.required_anti_affinity_pods += usize::from(pod.has_required_anti_affinity);
+            self.affinity_pods.push(pod.clone());
+        }
         self.pods.push(pod);
     }
 
@@ -305,6 +336,10 @@ impl NodeInfo {
     pub fn remove_pod(&mut self, uid: &str) -> bool {
         let Some(at) = self.pods.iter().position(|p| p.uid == uid) else { return false };
         let pod = self.pods.swap_remove(at);
+        if let Some(i) = self.affinity_pods.iter().position(|p| p.uid == uid) {
+            self.affinity_pods.swap_remove(i);
+            self.required_anti_affinity_pods -= usize::from(pod.has_required_anti_affinity);
+        }
         self.requested.sub(&pod.requests);
         self.non_zero_requested.sub(&pod.non_zero);
         for port in &pod.host_ports {
@@ -319,6 +354,18 @@ impl NodeInfo {
 /// Every node, as one scheduling cycle sees them.
 pub struct Snapshot<'a> {
     pub nodes: Vec<&'a NodeInfo>,
+    /// Pods with pod affinity or anti-affinity terms anywhere, and with required
+    /// anti-affinity: when there are none, the InterPodAffinity plugin has nothing to check.
+    pub affinity_pods: usize,
+    pub required_anti_affinity_pods: usize,
+}
+
+impl<'a> Snapshot<'a> {
+    pub fn new(nodes: Vec<&'a NodeInfo>) -> Snapshot<'a> {
+        let affinity_pods = nodes.iter().map(|n| n.affinity_pods.len()).sum();
+        let required_anti_affinity_pods = nodes.iter().map(|n| n.required_anti_affinity_pods).sum();
+        Snapshot { nodes, affinity_pods, required_anti_affinity_pods }
+    }
 }
 
 /// A plugin, registered by name; it answers for each extension point it implements.
@@ -344,7 +391,8 @@ pub trait Plugin: Send + Sync {
     }
 }
 
-/// Once per pod, before filtering: computes what Filter will need (across all nodes).
+/// Once per pod, before filtering: computes what Filter will need (across all nodes), or
+/// returns `Status::skip()` when its Filter has nothing to check for this pod.
 pub trait PreFilter: Send + Sync {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot<'_>) -> Status;
 }
@@ -356,7 +404,8 @@ pub trait Filter: Send + Sync {
 
 /// Once per pod, before scoring, over the feasible nodes.
 pub trait PreScore: Send + Sync {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot<'_>);
+    /// Returns `Status::skip()` when the plugin's Score has nothing to rank for this pod.
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot<'_>) -> Status;
 }
 
 /// Ranks a feasible node, 0 to `MAX_NODE_SCORE` after `normalize`.

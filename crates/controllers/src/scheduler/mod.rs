@@ -302,7 +302,7 @@ fn schedule_loop(
         };
         let result = {
             let cache = lock(&shared.cache);
-            let snapshot = Snapshot { nodes: cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect() };
+            let snapshot = Snapshot::new(cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect());
             profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n))
         };
         match result {

@@ -97,15 +97,26 @@ impl Plugin for InterPodAffinity {
 impl PreFilter for InterPodAffinity {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot<'_>) -> Status {
         let (affinity, anti) = (required_affinity(pod), required_anti(pod));
+        if affinity.is_empty() && anti.is_empty() && snapshot.required_anti_affinity_pods == 0 {
+            return Status::skip();
+        }
         let mut s = FilterState::default();
         for node in &snapshot.nodes {
-            for existing in &node.pods {
+            // Existing pods' anti-affinity: only pods with terms can have any.
+            for existing in &node.affinity_pods {
                 for term in required_anti(existing) {
                     if term_matches(term, &existing.namespace, pod)
-                        && let Some(p) = pair(&term.topology_key, node) {
-                            *s.existing_anti.entry(p).or_default() += 1;
-                        }
+                        && let Some(p) = pair(&term.topology_key, node)
+                    {
+                        *s.existing_anti.entry(p).or_default() += 1;
+                    }
                 }
+            }
+            if affinity.is_empty() && anti.is_empty() {
+                continue;
+            }
+            // The incoming pod's own terms select any pod, with terms or without.
+            for existing in &node.pods {
                 if !affinity.is_empty() && affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
                     for term in affinity {
                         if let Some(p) = pair(&term.topology_key, node) {
@@ -115,9 +126,10 @@ impl PreFilter for InterPodAffinity {
                 }
                 for term in anti {
                     if term_matches(term, &pod.namespace, existing)
-                        && let Some(p) = pair(&term.topology_key, node) {
-                            *s.anti.entry(p).or_default() += 1;
-                        }
+                        && let Some(p) = pair(&term.topology_key, node)
+                    {
+                        *s.anti.entry(p).or_default() += 1;
+                    }
                 }
             }
         }
@@ -151,11 +163,16 @@ impl Filter for InterPodAffinity {
 }
 
 impl PreScore for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[&NodeInfo], snapshot: &Snapshot<'_>) {
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[&NodeInfo], snapshot: &Snapshot<'_>) -> Status {
         let (want, avoid) = preferred(pod);
+        if want.is_empty() && avoid.is_empty() && snapshot.affinity_pods == 0 {
+            return Status::skip();
+        }
         let mut s = ScoreState::default();
         for node in &snapshot.nodes {
-            for existing in &node.pods {
+            // Pods without terms matter only to the incoming pod's own preferences.
+            let pods = if want.is_empty() && avoid.is_empty() { &node.affinity_pods } else { &node.pods };
+            for existing in pods {
                 let (their_want, their_avoid) = preferred(existing);
                 let mut add = |term: &PodAffinityTerm, weight: i64| {
                     if let Some(p) = pair(&term.topology_key, node) {
@@ -185,6 +202,7 @@ impl PreScore for InterPodAffinity {
             }
         }
         state.write("InterPodAffinity/score", s);
+        Status::success()
     }
 }
 

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 use crate::labels;
 use crate::scheduler::framework::{
-    CycleState, Filter, NodeInfo, Plugin, PodInfo, Score, Status, default_normalize,
+    CycleState, Filter, NodeInfo, Plugin, PodInfo, PreScore, Score, Snapshot, Status, default_normalize,
 };
 
 pub struct NodeName;
@@ -68,8 +68,24 @@ impl Plugin for NodeAffinity {
     fn filter(&self) -> Option<&dyn Filter> {
         Some(self)
     }
+    fn pre_score(&self) -> Option<&dyn PreScore> {
+        Some(self)
+    }
     fn score(&self) -> Option<&dyn Score> {
         Some(self)
+    }
+}
+
+impl PreScore for NodeAffinity {
+    /// Nothing to rank without preferred terms.
+    fn pre_score(&self, _: &mut CycleState, pod: &PodInfo, _: &[&NodeInfo], _: &Snapshot<'_>) -> Status {
+        let preferred = pod
+            .spec()
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref());
+        if preferred.is_none_or(|p| p.is_empty()) { Status::skip() } else { Status::success() }
     }
 }
 

@@ -76,6 +76,9 @@ impl Plugin for PodTopologySpread {
 impl PreFilter for PodTopologySpread {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot<'_>) -> Status {
         let spreads: Vec<Spread> = constraints(pod, "DoNotSchedule").map(|c| count(c, pod, &snapshot.nodes)).collect();
+        if spreads.is_empty() {
+            return Status::skip();
+        }
         state.write(KEY, spreads);
         Status::success()
     }
@@ -97,9 +100,13 @@ impl Filter for PodTopologySpread {
 }
 
 impl PreScore for PodTopologySpread {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, feasible: &[&NodeInfo], _: &Snapshot<'_>) {
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, feasible: &[&NodeInfo], _: &Snapshot<'_>) -> Status {
         let spreads: Vec<Spread> = constraints(pod, "ScheduleAnyway").map(|c| count(c, pod, feasible)).collect();
+        if spreads.is_empty() {
+            return Status::skip();
+        }
         state.write(SCORE_KEY, spreads);
+        Status::success()
     }
 }
 
