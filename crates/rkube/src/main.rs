@@ -6,6 +6,9 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "rkube", version, about = "A Kubernetes-compatible container orchestrator")]
 struct Cli {
