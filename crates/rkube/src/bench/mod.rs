@@ -2,6 +2,7 @@
 //! prints a table, and with `--json` one JSON object.
 
 mod api;
+mod density;
 mod scheduler;
 mod store;
 
@@ -19,6 +20,8 @@ pub enum Which {
     Api(api::Args),
     /// Scheduling throughput at 5,000 nodes, basic and with pod anti-affinity.
     Scheduler(scheduler::Args),
+    /// 150,000 pods on 5,000 simulated nodes in one server, until all are Running.
+    Density(density::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -26,6 +29,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Store(args) => store::run(args).await,
         Which::Api(args) => api::run(args).await,
         Which::Scheduler(args) => scheduler::run(args).await,
+        Which::Density(args) => density::run(args).await,
     }
 }
 
