@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::discovery::{Discovery, Scope, verbs};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -193,7 +194,7 @@ impl Collector {
 
     async fn watch(&self, resource: usize, synced: tokio::sync::mpsc::Sender<()>) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &self.resources[resource].api);
-        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relist: Option<HashSet<String>> = None;
         let mut first_sync = true;
         while let Some(event) = events.next().await {

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -248,7 +249,7 @@ async fn heartbeats(client: &Client, nodes: &Nodes, config: &Config) {
 async fn watch_nodes(client: &Client, nodes: &Nodes, config: &Config) {
     let api: Api<Node> = Api::all(client.clone());
     let watch = watcher::Config::default().labels(&format!("{LABEL}=true"));
-    let mut events = watcher::watcher(api, watch).boxed();
+    let mut events = watcher::watcher(api, watch).default_backoff().boxed();
     while let Some(event) = events.next().await {
         if let Ok(Event::Apply(node) | Event::InitApply(node)) = event {
             let stopped = node.annotations().get(STOPPED).is_some_and(|v| v == "true");
@@ -309,7 +310,7 @@ enum Step {
 
 async fn run_pods(client: &Client, nodes: &Nodes) {
     let api: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let started: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     while let Some(event) = events.next().await {
         let pod = match event {

@@ -34,10 +34,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
-    })
+    });
+    // A task that does not stop promptly must not keep the process alive after SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }

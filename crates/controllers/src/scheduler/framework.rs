@@ -332,9 +332,9 @@ impl NodeInfo {
         self.pods.push(pod);
     }
 
-    /// Removes the pod with this uid; false if it was not here.
-    pub fn remove_pod(&mut self, uid: &str) -> bool {
-        let Some(at) = self.pods.iter().position(|p| p.uid == uid) else { return false };
+    /// Removes the pod with this uid, returning it if it was here.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
+        let at = self.pods.iter().position(|p| p.uid == uid)?;
         let pod = self.pods.swap_remove(at);
         if let Some(i) = self.affinity_pods.iter().position(|p| p.uid == uid) {
             self.affinity_pods.swap_remove(i);
@@ -347,13 +347,19 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
-        true
+        Some(pod)
     }
 }
+
+/// Finds a node of the snapshot by name.
+pub type NodeLookup<'a> = dyn Fn(&str) -> Option<&'a NodeInfo> + Sync + 'a;
 
 /// Every node, as one scheduling cycle sees them.
 pub struct Snapshot<'a> {
     pub nodes: Vec<&'a NodeInfo>,
+    /// The cache's cluster-wide pod indexes and a node lookup, when the caller keeps them;
+    /// plugins fall back to looking at every pod without them.
+    pub index: Option<(&'a super::index::AffinityIndex, &'a NodeLookup<'a>)>,
     /// Pods with pod affinity or anti-affinity terms anywhere, and with required
     /// anti-affinity: when there are none, the InterPodAffinity plugin has nothing to check.
     pub affinity_pods: usize,
@@ -364,7 +370,12 @@ impl<'a> Snapshot<'a> {
     pub fn new(nodes: Vec<&'a NodeInfo>) -> Snapshot<'a> {
         let affinity_pods = nodes.iter().map(|n| n.affinity_pods.len()).sum();
         let required_anti_affinity_pods = nodes.iter().map(|n| n.required_anti_affinity_pods).sum();
-        Snapshot { nodes, affinity_pods, required_anti_affinity_pods }
+        Snapshot { nodes, index: None, affinity_pods, required_anti_affinity_pods }
+    }
+
+    pub fn with_index(mut self, index: &'a super::index::AffinityIndex, lookup: &'a NodeLookup<'a>) -> Snapshot<'a> {
+        self.index = Some((index, lookup));
+        self
     }
 }
 

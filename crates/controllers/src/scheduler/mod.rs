@@ -9,6 +9,7 @@
 
 pub mod cycle;
 pub mod framework;
+pub mod index;
 pub mod plugins;
 pub mod queue;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -39,6 +41,7 @@ struct Cache {
     nodes: HashMap<String, Slot>,
     /// Pod uid → node, for pods bound or assumed.
     placed: HashMap<String, String>,
+    index: index::AffinityIndex,
 }
 
 /// A node, or the pods of one the scheduler has not seen (yet, or any more).
@@ -59,6 +62,7 @@ impl Cache {
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.forget(&pod.uid);
         self.placed.insert(pod.uid.clone(), node.to_owned());
+        self.index.add(&pod, node);
         self.slot(node).info.add_pod(pod);
     }
 
@@ -66,7 +70,9 @@ impl Cache {
     fn forget(&mut self, uid: &str) -> bool {
         let Some(node) = self.placed.remove(uid) else { return false };
         if let Some(slot) = self.nodes.get_mut(&node) {
-            slot.info.remove_pod(uid);
+            if let Some(pod) = slot.info.remove_pod(uid) {
+                self.index.remove(&pod, &node);
+            }
             if !slot.exists && slot.info.pods.is_empty() {
                 self.nodes.remove(&node);
             }
@@ -147,7 +153,7 @@ pub async fn run(client: Client) {
 async fn watch_nodes(client: &Client, shared: &Shared) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut seen: Option<HashSet<String>> = None;
-    let mut events = watcher::watcher(nodes, watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(nodes, watcher::Config::default()).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -212,7 +218,7 @@ fn remove_node(cache: &mut Cache, name: &str) -> bool {
 async fn watch_pods(client: &Client, shared: &Shared) {
     let pods: Api<Pod> = Api::all(client.clone());
     let mut seen: Option<HashSet<String>> = None;
-    let mut events = watcher::watcher(pods, watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -302,7 +308,9 @@ fn schedule_loop(
         };
         let result = {
             let cache = lock(&shared.cache);
-            let snapshot = Snapshot::new(cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect());
+            let lookup = |name: &str| cache.nodes.get(name).filter(|s| s.exists).map(|s| &s.info);
+            let snapshot = Snapshot::new(cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect())
+                .with_index(&cache.index, &lookup);
             profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n))
         };
         match result {

@@ -60,6 +60,18 @@ fn lock(s: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Notes when a pod was first seen bound and first seen Running.
+fn record(seen: &Mutex<Seen>, pod: &Pod, now: Instant) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut s = lock(seen);
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+        s.bound.entry(name.clone()).or_insert(now);
+    }
+    if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+        s.running.entry(name).or_insert(now);
+    }
+}
+
 #[derive(Default)]
 struct Seen {
     created: HashMap<String, Instant>,
@@ -94,36 +106,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "density");
     let seen = Arc::new(Mutex::new(Seen::default()));
 
-    // The watch first, so nothing is missed.
-    let version = pods.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    // The watch first, so nothing is missed. A watcher that falls too far behind is dropped
+    // by the server (410), as upstream's are; it then lists again and carries on, and what it
+    // learns from that list counts as seen at that moment.
     let watcher = {
         let (pods, seen, total) = (pods.clone(), seen.clone(), args.pods);
         tokio::spawn(async move {
-            let mut version = version;
             loop {
-                let mut events = pods.watch(&WatchParams::default().timeout(290), &version).await?.boxed();
-                while let Some(event) = events.try_next().await? {
-                    let pod = match event {
-                        WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
-                        WatchEvent::Bookmark(b) => {
-                            version = b.metadata.resource_version;
-                            continue;
-                        }
-                        WatchEvent::Deleted(_) => continue,
-                        WatchEvent::Error(e) => anyhow::bail!("watch: {e}"),
-                    };
-                    version = pod.metadata.resource_version.clone().unwrap_or(version);
-                    let name = pod.metadata.name.clone().unwrap_or_default();
+                let mut version = String::new();
+                let mut page = ListParams::default().limit(5000);
+                loop {
+                    let list = pods.list(&page).await?;
                     let now = Instant::now();
-                    let mut s = lock(&seen);
-                    if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                        s.bound.entry(name.clone()).or_insert(now);
+                    for pod in &list.items {
+                        record(&seen, pod, now);
                     }
-                    if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-                        s.running.entry(name).or_insert(now);
+                    version = list.metadata.resource_version.clone().unwrap_or(version);
+                    match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(token) => page = page.continue_token(&token),
+                        None => break,
                     }
-                    if s.running.len() >= total {
+                }
+                'watch: loop {
+                    if lock(&seen).running.len() >= total {
                         return Ok::<_, anyhow::Error>(());
+                    }
+                    let mut events = pods.watch(&WatchParams::default().timeout(290), &version).await?.boxed();
+                    while let Some(event) = events.try_next().await? {
+                        let pod = match event {
+                            WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
+                            WatchEvent::Bookmark(b) => {
+                                version = b.metadata.resource_version;
+                                continue;
+                            }
+                            WatchEvent::Deleted(_) => continue,
+                            WatchEvent::Error(e) if e.code == 410 => break 'watch,
+                            WatchEvent::Error(e) => anyhow::bail!("watch: {e}"),
+                        };
+                        version = pod.metadata.resource_version.clone().unwrap_or(version);
+                        record(&seen, &pod, Instant::now());
+                        if lock(&seen).running.len() >= total {
+                            return Ok(());
+                        }
                     }
                 }
             }

@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::{PodAffinityTerm, WeightedPodAffinityTerm};
 
 use crate::labels;
 use crate::scheduler::framework::{
-    CycleState, Filter, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreFilter, PreScore, Score, Snapshot, Status,
+    CycleState, Filter, MAX_NODE_SCORE, NodeInfo, NodeLookup, Plugin, PodInfo, PreFilter, PreScore, Score, Snapshot, Status,
 };
+use crate::scheduler::index::AffinityIndex;
 
 pub struct InterPodAffinity;
 
@@ -101,8 +102,83 @@ impl PreFilter for InterPodAffinity {
             return Status::skip();
         }
         let mut s = FilterState::default();
-        for node in &snapshot.nodes {
-            // Existing pods' anti-affinity: only pods with terms can have any.
+        match snapshot.index {
+            Some((index, lookup)) => {
+                if affinity.is_empty() && anti.is_empty() && !index.has_anti_terms() {
+                    return Status::skip();
+                }
+                indexed_counts(&mut s, pod, affinity, anti, index, lookup, snapshot)
+            }
+            None => scanned_counts(&mut s, pod, affinity, anti, snapshot),
+        }
+        state.write(KEY, s);
+        Status::success()
+    }
+}
+
+/// The counts from the cache's indexes: only term groups and pods that could match.
+fn indexed_counts(
+    s: &mut FilterState,
+    pod: &PodInfo,
+    affinity: &[PodAffinityTerm],
+    anti: &[PodAffinityTerm],
+    index: &AffinityIndex,
+    lookup: &NodeLookup<'_>,
+    snapshot: &Snapshot<'_>,
+) {
+    for group in index.groups_for(pod) {
+        if term_matches(&group.term, &group.namespace, pod) {
+            for (node, n) in &group.nodes {
+                if let Some(p) = lookup(node).and_then(|node| pair(&group.term.topology_key, node)) {
+                    *s.existing_anti.entry(p).or_default() += *n as i64;
+                }
+            }
+        }
+    }
+    for term in anti {
+        match index.candidates(term) {
+            Some(candidates) => {
+                for (node, existing) in candidates {
+                    if term_matches(term, &pod.namespace, existing)
+                        && let Some(p) = lookup(node).and_then(|node| pair(&term.topology_key, node))
+                    {
+                        *s.anti.entry(p).or_default() += 1;
+                    }
+                }
+            }
+            None => scanned_counts(s, pod, &[], std::slice::from_ref(term), snapshot),
+        }
+    }
+    if let Some(first) = affinity.first() {
+        match index.candidates(first) {
+            Some(candidates) => {
+                for (node, existing) in candidates {
+                    if affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
+                        for term in affinity {
+                            if let Some(p) = lookup(node).and_then(|node| pair(&term.topology_key, node)) {
+                                *s.affinity.entry(p).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            None => scanned_counts(s, pod, affinity, &[], snapshot),
+        }
+    }
+}
+
+/// The counts by looking at every placed pod (no index, or a selector no label narrows).
+fn scanned_counts(
+    s: &mut FilterState,
+    pod: &PodInfo,
+    affinity: &[PodAffinityTerm],
+    anti: &[PodAffinityTerm],
+    snapshot: &Snapshot<'_>,
+) {
+    let existing_too = snapshot.index.is_none();
+    for node in &snapshot.nodes {
+        // Existing pods' anti-affinity: only pods with terms can have any.
+        if existing_too {
             for existing in &node.affinity_pods {
                 for term in required_anti(existing) {
                     if term_matches(term, &existing.namespace, pod)
@@ -112,29 +188,27 @@ impl PreFilter for InterPodAffinity {
                     }
                 }
             }
-            if affinity.is_empty() && anti.is_empty() {
-                continue;
-            }
-            // The incoming pod's own terms select any pod, with terms or without.
-            for existing in &node.pods {
-                if !affinity.is_empty() && affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
-                    for term in affinity {
-                        if let Some(p) = pair(&term.topology_key, node) {
-                            *s.affinity.entry(p).or_default() += 1;
-                        }
+        }
+        if affinity.is_empty() && anti.is_empty() {
+            continue;
+        }
+        // The incoming pod's own terms select any pod, with terms or without.
+        for existing in &node.pods {
+            if !affinity.is_empty() && affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
+                for term in affinity {
+                    if let Some(p) = pair(&term.topology_key, node) {
+                        *s.affinity.entry(p).or_default() += 1;
                     }
                 }
-                for term in anti {
-                    if term_matches(term, &pod.namespace, existing)
-                        && let Some(p) = pair(&term.topology_key, node)
-                    {
-                        *s.anti.entry(p).or_default() += 1;
-                    }
+            }
+            for term in anti {
+                if term_matches(term, &pod.namespace, existing)
+                    && let Some(p) = pair(&term.topology_key, node)
+                {
+                    *s.anti.entry(p).or_default() += 1;
                 }
             }
         }
-        state.write(KEY, s);
-        Status::success()
     }
 }
 
@@ -165,7 +239,12 @@ impl Filter for InterPodAffinity {
 impl PreScore for InterPodAffinity {
     fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[&NodeInfo], snapshot: &Snapshot<'_>) -> Status {
         let (want, avoid) = preferred(pod);
-        if want.is_empty() && avoid.is_empty() && snapshot.affinity_pods == 0 {
+        // Existing pods count only through preferred terms of their own.
+        let existing_preferences = match snapshot.index {
+            Some((index, _)) => index.preferred_pods > 0,
+            None => snapshot.affinity_pods > 0,
+        };
+        if want.is_empty() && avoid.is_empty() && !existing_preferences {
             return Status::skip();
         }
         let mut s = ScoreState::default();

@@ -86,7 +86,7 @@ fn resources_fit_counts_requests_and_pods() {
     n.add_pod(Arc::new(pod("c", json!({}))));
     n.add_pod(Arc::new(pod("d", json!({}))));
     assert_eq!(filter("NodeResourcesFit", &pod("e", json!({})), &n, &[&n]).1, vec!["Too many pods"]);
-    assert!(n.remove_pod("uid-d"));
+    assert!(n.remove_pod("uid-d").is_some());
     assert!(fits("NodeResourcesFit", &pod("e", json!({})), &n));
     // Init containers count at their peak, not summed with the app containers.
     let init = pod("i", json!({
