@@ -448,3 +448,14 @@ spec:
         |t| t.is_empty() || t == "[]",
     );
 }
+
+/// SIGTERM stops a server whose loops are busy, promptly: its own watches failing as the API
+/// server goes must not keep it alive (they once spun without backing off).
+#[test]
+fn sigterm_stops_a_busy_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server(dir.path());
+    server.ok(KUBECTL, &["create", "deployment", "busy", "--image=busybox", "--replicas=40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.terminate(Duration::from_secs(10)), "the server was still running 10 s after SIGTERM");
+}

@@ -18,10 +18,13 @@ pub struct TermGroup {
     pub nodes: HashMap<String, usize>,
 }
 
+/// Pod uid → (node, pod).
+type Placed = HashMap<String, (String, Arc<PodInfo>)>;
+
 #[derive(Default)]
 pub struct AffinityIndex {
-    /// Placed pods by (label key, value): uid → (node, pod).
-    by_label: HashMap<(String, String), HashMap<String, (String, Arc<PodInfo>)>>,
+    /// Placed pods by (label key, value).
+    by_label: HashMap<(String, String), Placed>,
     groups: HashMap<String, TermGroup>,
     /// Groups whose selector requires a label pair, by that pair; the rest in `unindexed`.
     groups_by_label: HashMap<(String, String), HashSet<String>>,

@@ -34,12 +34,18 @@ pub struct Args {
     /// Concurrent create calls.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Pods created per second; 0 creates them as fast as the server takes them, which
+    /// measures the backlog more than the latency of a cluster keeping up.
+    #[arg(long, default_value_t = 0)]
+    qps: u32,
 }
 
 #[derive(Serialize, Default)]
 struct Figures {
     nodes: usize,
     pods: usize,
+    /// The creation rate asked for (0: as fast as possible).
+    qps: u32,
     /// Pods seen Running by the end.
     pods_running: usize,
     /// From the first create to the last pod Running.
@@ -84,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let nodes = args.nodes.to_string();
     let mut server = ServerProcess::start_with(dir.path(), &["--simulated-nodes", &nodes])?;
     let client = server.client().await?;
-    let mut f = Figures { nodes: args.nodes, pods: args.pods, ..Default::default() };
+    let mut f = Figures { nodes: args.nodes, pods: args.pods, qps: args.qps, ..Default::default() };
 
     let started = Instant::now();
     let node_api: Api<Node> = Api::all(client.clone());
@@ -155,10 +161,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let first = Instant::now();
+    let paced_start = tokio::time::Instant::now();
     let mut create_latencies: Vec<Duration> = futures::stream::iter(0..args.pods)
         .map(|i| {
             let (pods, seen) = (pods.clone(), seen.clone());
+            let due = (args.qps > 0).then(|| paced_start + Duration::from_secs_f64(i as f64 / f64::from(args.qps)));
             async move {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
+                }
                 let name = format!("pod-{i}");
                 let pod: Pod = serde_json::from_value(json!({
                     "metadata": {"name": name, "labels": {"app": "density", "group": format!("g{}", i % 100)}},

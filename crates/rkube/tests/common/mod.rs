@@ -65,6 +65,19 @@ impl ServerProcess {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; true if it did.
+    pub fn terminate(&mut self, timeout: std::time::Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

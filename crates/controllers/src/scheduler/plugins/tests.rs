@@ -201,7 +201,8 @@ fn a_cycle_picks_the_emptiest_fitting_node_or_explains() {
 fn large_clusters_are_sampled_as_upstream() {
     use crate::scheduler::cycle::feasible_nodes_to_find;
     assert_eq!(feasible_nodes_to_find(50), 50);
-    assert_eq!(feasible_nodes_to_find(100), 50.max(100));
+    // 50% of 100 is raised to the floor of 100.
+    assert_eq!(feasible_nodes_to_find(100), 100);
     assert_eq!(feasible_nodes_to_find(1000), 420);
     assert_eq!(feasible_nodes_to_find(5000), 500);
     assert_eq!(feasible_nodes_to_find(50_000), 2500);
