@@ -69,7 +69,9 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> 
     let mut bits = 0u64;
     for part in spec.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| format!("bad step in {part:?}"))?),
+            Some((r, s)) => {
+                (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| format!("bad step in {part:?}"))?)
+            }
             None => (part, 1),
         };
         let (lo, hi) = match range {

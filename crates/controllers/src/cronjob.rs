@@ -33,7 +33,8 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "cronjob-controller"), client: client.clone() });
+    let context =
+        Arc::new(Context { recorder: Recorder::start(client.clone(), "cronjob-controller"), client: client.clone() });
     Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Job>::all(client), watcher::Config::default())
         .run(reconcile, error_policy, context)
@@ -47,7 +48,12 @@ fn error_policy(cj: Arc<CronJob>, error: &Error, _: Arc<Context>) -> Action {
 }
 
 /// The latest scheduled time in (`since`, `now`], and the next one after `now`.
-pub fn times(schedule: &Schedule, zone: &TimeZone, since: Timestamp, now: Timestamp) -> (Option<Timestamp>, Option<Timestamp>) {
+pub fn times(
+    schedule: &Schedule,
+    zone: &TimeZone,
+    since: Timestamp,
+    now: Timestamp,
+) -> (Option<Timestamp>, Option<Timestamp>) {
     let civil = |t: Timestamp| zone.to_datetime(t);
     let back = |d: k8s_openapi::jiff::civil::DateTime| zone.to_ambiguous_timestamp(d).compatible().ok();
     let mut latest = None;
@@ -85,17 +91,27 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));
 
     // History: the oldest finished Jobs beyond each limit go.
-    for (kind, limit) in [("Complete", spec.successful_jobs_history_limit.unwrap_or(3)), ("Failed", spec.failed_jobs_history_limit.unwrap_or(1))] {
+    for (kind, limit) in [
+        ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
+        ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
+    ] {
         let done: Vec<&Job> = jobs.iter().filter(|j| finished(j) == Some(kind)).collect();
         for job in done.iter().take(done.len().saturating_sub(limit.max(0) as usize)) {
             match jobs_api.delete(&job.name_any(), &DeleteParams::background()).await {
-                Ok(_) => ctx.recorder.record(cj.as_ref(), Type::Normal, "SuccessfulDelete", "Delete", format!("Deleted job {}", job.name_any())),
+                Ok(_) => ctx.recorder.record(
+                    cj.as_ref(),
+                    Type::Normal,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("Deleted job {}", job.name_any()),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    let active: Vec<&Job> = jobs.iter().filter(|j| finished(j).is_none() && j.metadata.deletion_timestamp.is_none()).collect();
+    let active: Vec<&Job> =
+        jobs.iter().filter(|j| finished(j).is_none() && j.metadata.deletion_timestamp.is_none()).collect();
     let last_successful = jobs
         .iter()
         .filter(|j| finished(j) == Some("Complete"))
@@ -107,7 +123,13 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
         Some(name) => match TimeZone::get(name) {
             Ok(zone) => zone,
             Err(_) => {
-                ctx.recorder.record(cj.as_ref(), Type::Warning, "UnknownTimeZone", "Schedule", format!("invalid timeZone: {name:?}"));
+                ctx.recorder.record(
+                    cj.as_ref(),
+                    Type::Warning,
+                    "UnknownTimeZone",
+                    "Schedule",
+                    format!("invalid timeZone: {name:?}"),
+                );
                 return Ok(Action::await_change());
             }
         },
@@ -115,7 +137,13 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
     let schedule: Schedule = match spec.schedule.parse() {
         Ok(s) => s,
         Err(e) => {
-            ctx.recorder.record(cj.as_ref(), Type::Warning, "UnparseableSchedule", "Schedule", format!("unparseable schedule: {:?}: {e}", spec.schedule));
+            ctx.recorder.record(
+                cj.as_ref(),
+                Type::Warning,
+                "UnparseableSchedule",
+                "Schedule",
+                format!("unparseable schedule: {:?}: {e}", spec.schedule),
+            );
             return Ok(Action::await_change());
         }
     };
@@ -134,7 +162,13 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
         let too_late = spec.starting_deadline_seconds.is_some_and(|d| at + SignedDuration::from_secs(d) < now);
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
         if too_late {
-            ctx.recorder.record(cj.as_ref(), Type::Warning, "MissSchedule", "Schedule", format!("Missed scheduled time to start a job: {at}"));
+            ctx.recorder.record(
+                cj.as_ref(),
+                Type::Warning,
+                "MissSchedule",
+                "Schedule",
+                format!("Missed scheduled time to start a job: {at}"),
+            );
         } else if policy == "Forbid" && !active.is_empty() {
             // Skipped: upstream waits for the running Job and does not count this time.
             let wait = Duration::from_secs(1);
@@ -143,14 +177,26 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
             if policy == "Replace" {
                 for job in &active {
                     let _ = jobs_api.delete(&job.name_any(), &DeleteParams::background()).await;
-                    ctx.recorder.record(cj.as_ref(), Type::Normal, "SuccessfulDelete", "Delete", format!("Deleted job {}", job.name_any()));
+                    ctx.recorder.record(
+                        cj.as_ref(),
+                        Type::Normal,
+                        "SuccessfulDelete",
+                        "Delete",
+                        format!("Deleted job {}", job.name_any()),
+                    );
                 }
                 active_refs.clear();
             }
             let job = job_for(&cj, at);
             match jobs_api.create(&PostParams::default(), &job).await {
                 Ok(created) => {
-                    ctx.recorder.record(cj.as_ref(), Type::Normal, "SuccessfulCreate", "Create", format!("Created job {}", created.name_any()));
+                    ctx.recorder.record(
+                        cj.as_ref(),
+                        Type::Normal,
+                        "SuccessfulCreate",
+                        "Create",
+                        format!("Created job {}", created.name_any()),
+                    );
                     active_refs.push(created.object_ref(&()));
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -171,7 +217,9 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Error>
         api.patch_status(&cj.name_any(), &PatchParams::default(), &Patch::Merge(status)).await?;
     }
     Ok(match next {
-        Some(t) => Action::requeue(Duration::try_from(t.duration_since(now)).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100)),
+        Some(t) => Action::requeue(
+            Duration::try_from(t.duration_since(now)).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100),
+        ),
         None => Action::await_change(),
     })
 }

@@ -33,9 +33,13 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "daemonset-controller"), client: client.clone() });
+    let context =
+        Arc::new(Context { recorder: Recorder::start(client.clone(), "daemonset-controller"), client: client.clone() });
     // Any node change may change where daemons belong: look at every DaemonSet again.
-    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff().touched_objects().map(|_| ());
+    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
     Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
         .reconcile_all_on(nodes)
@@ -95,8 +99,22 @@ fn node_of(pod: &Pod) -> Option<String> {
     if let Some(node) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
         return Some(node.clone());
     }
-    let terms = &spec.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
-    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find(|f| f.key == "metadata.name")?.values.as_ref()?.first().cloned()
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|f| f.key == "metadata.name")?
+        .values
+        .as_ref()?
+        .first()
+        .cloned()
 }
 
 /// The template's pod for one node: pinned there by required node affinity on its name.
@@ -115,7 +133,8 @@ fn pod_for(ds: &DaemonSet, namespace: &str, node: &str, revision: &str) -> Pod {
         };
         let affinity = pod_spec.affinity.get_or_insert_with(Affinity::default);
         let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-        node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector { node_selector_terms: vec![term] });
+        node_affinity.required_during_scheduling_ignored_during_execution =
+            Some(NodeSelector { node_selector_terms: vec![term] });
         let tolerations = pod_spec.tolerations.get_or_insert_with(Vec::new);
         for t in daemon_tolerations(pod_spec.host_network.unwrap_or(false)) {
             if !tolerations.iter().any(|have| have.key == t.key && have.effect == t.effect) {
@@ -164,15 +183,32 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         if should_run(&probe, node) {
             desired += 1;
             // A failed daemon pod is replaced, as upstream does.
-            let failed: Vec<&Pod> = live.iter().copied().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")).collect();
+            let failed: Vec<&Pod> = live
+                .iter()
+                .copied()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+                .collect();
             deletes.extend(failed.iter().copied());
-            let healthy: Vec<&Pod> = live.iter().copied().filter(|p| !failed.iter().any(|f| f.name_any() == p.name_any())).collect();
+            let healthy: Vec<&Pod> =
+                live.iter().copied().filter(|p| !failed.iter().any(|f| f.name_any() == p.name_any())).collect();
             if healthy.is_empty() {
                 if here.iter().all(|p| p.metadata.deletion_timestamp.is_none()) {
                     let pod = pod_for(&ds, &namespace, &name, &revision);
                     match pods_api.create(&PostParams::default(), &pod).await {
-                        Ok(p) => ctx.recorder.record(ds.as_ref(), Type::Normal, "SuccessfulCreate", "Create", format!("Created pod: {}", p.name_any())),
-                        Err(e) => ctx.recorder.record(ds.as_ref(), Type::Warning, "FailedCreate", "Create", format!("Error creating: {e}")),
+                        Ok(p) => ctx.recorder.record(
+                            ds.as_ref(),
+                            Type::Normal,
+                            "SuccessfulCreate",
+                            "Create",
+                            format!("Created pod: {}", p.name_any()),
+                        ),
+                        Err(e) => ctx.recorder.record(
+                            ds.as_ref(),
+                            Type::Warning,
+                            "FailedCreate",
+                            "Create",
+                            format!("Error creating: {e}"),
+                        ),
                     }
                 }
             } else {
@@ -195,10 +231,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let now = Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-    let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+    let rolling =
+        spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
     if rolling {
         let max_unavailable = resolve(
-            spec.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref()),
+            spec.update_strategy
+                .as_ref()
+                .and_then(|u| u.rolling_update.as_ref())
+                .and_then(|r| r.max_unavailable.as_ref()),
             "1",
             desired,
             true,
@@ -207,7 +247,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         let unavailable = desired - live.iter().filter(|p| is_available(p, min_ready, now)).count() as i32;
         let mut budget = max_unavailable - unavailable.max(0);
         // Old pods that are not available anyway go first, then available ones within budget.
-        let mut old: Vec<&Pod> = live.iter().copied().filter(|p| p.labels().get(REVISION_LABEL) != Some(&revision)).collect();
+        let mut old: Vec<&Pod> =
+            live.iter().copied().filter(|p| p.labels().get(REVISION_LABEL) != Some(&revision)).collect();
         old.sort_by_key(|p| is_available(p, min_ready, now));
         for pod in old {
             if !is_available(pod, min_ready, now) {
@@ -222,12 +263,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     deletes.dedup_by_key(|p| p.name_any());
     for pod in &deletes {
         match pods_api.delete(&pod.name_any(), &DeleteParams::default()).await {
-            Ok(_) => ctx.recorder.record(ds.as_ref(), Type::Normal, "SuccessfulDelete", "Delete", format!("Deleted pod: {}", pod.name_any())),
+            Ok(_) => ctx.recorder.record(
+                ds.as_ref(),
+                Type::Normal,
+                "SuccessfulDelete",
+                "Delete",
+                format!("Deleted pod: {}", pod.name_any()),
+            ),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let current: Vec<&Pod> = live.iter().copied().filter(|p| !deletes.iter().any(|d| d.name_any() == p.name_any())).collect();
+    let current: Vec<&Pod> =
+        live.iter().copied().filter(|p| !deletes.iter().any(|d| d.name_any() == p.name_any())).collect();
     let ready = current.iter().filter(|p| ready_since(p).is_some()).count() as i32;
     let available = current.iter().filter(|p| is_available(p, min_ready, now)).count() as i32;
     let updated = current.iter().filter(|p| p.labels().get(REVISION_LABEL) == Some(&revision)).count() as i32;
@@ -258,7 +306,8 @@ mod tests {
     use super::*;
 
     fn node(labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}))
+            .unwrap()
     }
 
     #[test]

@@ -30,8 +30,13 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 /// Annotations of the Deployment not copied to its ReplicaSets, as upstream.
-const NOT_COPIED: [&str; 5] =
-    ["kubectl.kubernetes.io/last-applied-configuration", REVISION, "deployment.kubernetes.io/revision-history", DESIRED, MAX_REPLICAS];
+const NOT_COPIED: [&str; 5] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    DESIRED,
+    MAX_REPLICAS,
+];
 
 struct Context {
     client: Client,
@@ -39,7 +44,10 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "deployment-controller"), client: client.clone() });
+    let context = Arc::new(Context {
+        recorder: Recorder::start(client.clone(), "deployment-controller"),
+        client: client.clone(),
+    });
     Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
         .run(reconcile, error_policy, context)
@@ -188,7 +196,12 @@ pub fn rolling_targets(want: i32, surge: i32, unavailable: i32, sets: &[ReplicaS
     targets
 }
 
-async fn claim_sets(client: &Client, d: &Deployment, namespace: &str, selector: &LabelSelector) -> Result<Vec<ReplicaSet>, Error> {
+async fn claim_sets(
+    client: &Client,
+    d: &Deployment,
+    namespace: &str,
+    selector: &LabelSelector,
+) -> Result<Vec<ReplicaSet>, Error> {
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
     let owner = owner_reference(d);
     let listed = api.list(&ListParams::default().labels(&labels::to_query(selector))).await?;
@@ -212,7 +225,11 @@ async fn claim_sets(client: &Client, d: &Deployment, namespace: &str, selector: 
 }
 
 fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
-    d.annotations().iter().filter(|(k, _)| !NOT_COPIED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    d.annotations()
+        .iter()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -259,15 +276,18 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
         let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
         let targets = if recreate {
             // Old pods all go first; the new ones come once none is left.
-            let old_left = sets.iter().enumerate().any(|(i, rs)| {
-                i != new && (replicas(rs) > 0 || rs.status.as_ref().is_some_and(|s| s.replicas > 0))
-            });
+            let old_left = sets
+                .iter()
+                .enumerate()
+                .any(|(i, rs)| i != new && (replicas(rs) > 0 || rs.status.as_ref().is_some_and(|s| s.replicas > 0)));
             (0..sets.len()).map(|i| if i == new && !old_left { want } else { 0 }).collect()
         } else {
             rolling_targets(want, surge, unavailable, &sets, new)
         };
         for (i, target) in targets.iter().enumerate() {
-            if *target != replicas(&sets[i]) || (i == new && sets[i].annotations().get(DESIRED) != Some(&want.to_string())) {
+            if *target != replicas(&sets[i])
+                || (i == new && sets[i].annotations().get(DESIRED) != Some(&want.to_string()))
+            {
                 scale(&ctx, &d, &rs_api, &mut sets[i], *target, want, want + surge).await?;
             }
         }
@@ -286,7 +306,10 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
         let status = rs.status.as_ref();
         replicas(rs) == want
             && status.is_some_and(|s| s.replicas == want && s.available_replicas.unwrap_or(0) >= want)
-            && sets.iter().enumerate().all(|(j, o)| j == i || (replicas(o) == 0 && o.status.as_ref().is_none_or(|s| s.replicas == 0)))
+            && sets
+                .iter()
+                .enumerate()
+                .all(|(j, o)| j == i || (replicas(o) == 0 && o.status.as_ref().is_none_or(|s| s.replicas == 0)))
     });
     if complete {
         prune(&ctx, &rs_api, &sets, new, spec.revision_history_limit.unwrap_or(10)).await;
@@ -356,7 +379,8 @@ async fn create_set(
             // A set of that name exists with another template: count the collision, which
             // changes the hash on the next pass, as upstream does.
             let existing = api.get(&name).await?;
-            if without_hash(existing.spec.as_ref().and_then(|s| s.template.as_ref())) == without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref()))
+            if without_hash(existing.spec.as_ref().and_then(|s| s.template.as_ref()))
+                == without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref()))
                 && controller_of(&existing.metadata).is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref())
             {
                 return Ok(existing);
@@ -370,7 +394,13 @@ async fn create_set(
         Err(e) => Err(e.into()),
     }
     .inspect(|rs| {
-        ctx.recorder.record(d, Type::Normal, "ScalingReplicaSet", "Scaling", format!("Created new replica set {:?}", rs.name_any()));
+        ctx.recorder.record(
+            d,
+            Type::Normal,
+            "ScalingReplicaSet",
+            "Scaling",
+            format!("Created new replica set {:?}", rs.name_any()),
+        );
     })
 }
 
@@ -438,32 +468,48 @@ fn compute_status(
     let spec_total = sum(&replicas);
     let now = Time(Timestamp::now());
     let mut conditions = old.conditions.clone().unwrap_or_default();
-    let set_condition = |conditions: &mut Vec<DeploymentCondition>, kind: &str, status: &str, reason: &str, message: String| {
-        match conditions.iter_mut().find(|c| c.type_ == kind) {
-            Some(c) if c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message) => {}
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = Some(now.clone());
+    let set_condition =
+        |conditions: &mut Vec<DeploymentCondition>, kind: &str, status: &str, reason: &str, message: String| {
+            match conditions.iter_mut().find(|c| c.type_ == kind) {
+                Some(c)
+                    if c.status == status
+                        && c.reason.as_deref() == Some(reason)
+                        && c.message.as_deref() == Some(&message) => {}
+                Some(c) => {
+                    if c.status != status {
+                        c.last_transition_time = Some(now.clone());
+                    }
+                    c.status = status.into();
+                    c.reason = Some(reason.into());
+                    c.message = Some(message);
+                    c.last_update_time = Some(now.clone());
                 }
-                c.status = status.into();
-                c.reason = Some(reason.into());
-                c.message = Some(message);
-                c.last_update_time = Some(now.clone());
+                None => conditions.push(DeploymentCondition {
+                    type_: kind.into(),
+                    status: status.into(),
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                    last_update_time: Some(now.clone()),
+                    last_transition_time: Some(now.clone()),
+                }),
             }
-            None => conditions.push(DeploymentCondition {
-                type_: kind.into(),
-                status: status.into(),
-                reason: Some(reason.into()),
-                message: Some(message),
-                last_update_time: Some(now.clone()),
-                last_transition_time: Some(now.clone()),
-            }),
-        }
-    };
+        };
     if available_pods >= want - unavailable {
-        set_condition(&mut conditions, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into());
+        set_condition(
+            &mut conditions,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        );
     } else {
-        set_condition(&mut conditions, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into());
+        set_condition(
+            &mut conditions,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        );
     }
     let spec = d.spec.clone().unwrap_or_default();
     let new_name = new.map(|i| sets[i].name_any()).unwrap_or_default();
@@ -471,7 +517,13 @@ fn compute_status(
     if spec.paused.unwrap_or(false) {
         set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into());
     } else if complete {
-        set_condition(&mut conditions, "Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet {new_name:?} has successfully progressed."));
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet {new_name:?} has successfully progressed."),
+        );
     } else {
         let made_progress = updated != old.updated_replicas.unwrap_or(0)
             || available_pods != old.available_replicas.unwrap_or(0)
@@ -479,17 +531,36 @@ fn compute_status(
         let timed_out = progressing.as_ref().is_some_and(|c| {
             let since = c.last_update_time.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
             let deadline = i64::from(spec.progress_deadline_seconds.unwrap_or(600));
-            c.reason.as_deref() != Some("NewReplicaSetAvailable") && since + SignedDuration::from_secs(deadline) < Timestamp::now()
+            c.reason.as_deref() != Some("NewReplicaSetAvailable")
+                && since + SignedDuration::from_secs(deadline) < Timestamp::now()
         });
         let was_paused = progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some("DeploymentPaused"));
         if was_paused {
-            set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into());
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "Unknown",
+                "DeploymentResumed",
+                "Deployment is resumed".into(),
+            );
         } else if let Some((reason, message)) = found.filter(|(r, _)| *r == "NewReplicaSetCreated") {
             set_condition(&mut conditions, "Progressing", "True", reason, message);
         } else if made_progress || progressing.is_none() {
-            set_condition(&mut conditions, "Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet {new_name:?} is progressing."));
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet {new_name:?} is progressing."),
+            );
         } else if timed_out {
-            set_condition(&mut conditions, "Progressing", "False", "ProgressDeadlineExceeded", format!("ReplicaSet {new_name:?} has timed out progressing."));
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet {new_name:?} has timed out progressing."),
+            );
         }
     }
     // Upstream lists Available before Progressing.

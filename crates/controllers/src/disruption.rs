@@ -39,7 +39,9 @@ pub async fn run(client: Client) {
             .state()
             .into_iter()
             .filter(|b| b.namespace() == namespace)
-            .filter(|b| b.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|s| labels::matches(s, pod.labels())))
+            .filter(|b| {
+                b.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|s| labels::matches(s, pod.labels()))
+            })
             .map(|b| ObjectRef::from_obj(b.as_ref()))
             .collect::<Vec<_>>()
     };
@@ -92,12 +94,17 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Result<A
         .count() as i32;
     // Percentages and maxUnavailable count against the controllers' desired scale.
     let scale_based = spec.max_unavailable.is_some() || matches!(spec.min_available, Some(IntOrString::String(_)));
-    let expected = if scale_based { controllers_scale(&ctx.client, &namespace, &pods).await?.unwrap_or(pods.len() as i32) } else { pods.len() as i32 };
+    let expected = if scale_based {
+        controllers_scale(&ctx.client, &namespace, &pods).await?.unwrap_or(pods.len() as i32)
+    } else {
+        pods.len() as i32
+    };
     let desired_healthy = desired(spec.min_available.as_ref(), spec.max_unavailable.as_ref(), expected);
     let allowed = (healthy - desired_healthy).max(0);
     let old = pdb.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
-    let (status, reason, message) = if allowed > 0 { ("True", "SufficientPods", "") } else { ("False", "InsufficientPods", "") };
+    let (status, reason, message) =
+        if allowed > 0 { ("True", "SufficientPods", "") } else { ("False", "InsufficientPods", "") };
     let mut conditions = old.conditions.clone().unwrap_or_default();
     match conditions.iter_mut().find(|c| c.type_ == "DisruptionAllowed") {
         Some(c) if c.status == status => {}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort,
+};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -72,7 +74,9 @@ pub fn target_port(port: &ServicePort, pod: &Pod) -> Option<i32> {
             containers
                 .iter()
                 .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
                 .map(|p| p.container_port)
         }
     }
@@ -98,7 +102,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let query = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default().labels(&query)).await?.items;
+    let pods =
+        Api::<Pod>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default().labels(&query)).await?.items;
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.clone().unwrap_or_default();
 
@@ -115,24 +120,37 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         let resolved: Vec<(String, i32, String)> = ports
             .iter()
             .filter_map(|p| {
-                Some((p.name.clone().unwrap_or_default(), target_port(p, pod)?, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    target_port(p, pod)?,
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ))
             })
             .collect();
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let address = EndpointAddress {
             ip: ip.clone(),
-            hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).filter(|_| spec.cluster_ip.as_deref() == Some("None")),
+            hostname: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .filter(|_| spec.cluster_ip.as_deref() == Some("None")),
             node_name: node_name.clone(),
             target_ref: Some(pod_ref(pod)),
         };
         if !terminating || publish_not_ready {
             let subset = subsets.entry(resolved.clone()).or_insert_with(|| EndpointSubset {
-                ports: Some(resolved.iter().map(|(n, port, proto)| EndpointPort {
-                    name: (!n.is_empty()).then(|| n.clone()),
-                    port: *port,
-                    protocol: Some(proto.clone()),
-                    app_protocol: None,
-                }).collect()),
+                ports: Some(
+                    resolved
+                        .iter()
+                        .map(|(n, port, proto)| EndpointPort {
+                            name: (!n.is_empty()).then(|| n.clone()),
+                            port: *port,
+                            protocol: Some(proto.clone()),
+                            app_protocol: None,
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             });
             if ready || publish_not_ready {
@@ -164,16 +182,22 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let mut labels = svc.labels().clone();
     labels.insert("endpoints.kubernetes.io/managed-by".into(), "endpoint-controller".into());
     let wanted = Endpoints {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), labels: Some(labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
         subsets: (!subsets.is_empty()).then(|| subsets.into_values().collect()),
     };
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &namespace);
     match api.get_opt(&name).await? {
         None => {
             if let Err(e) = api.create(&PostParams::default(), &wanted).await
-                && !matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 403) {
-                    return Err(e.into());
-                }
+                && !matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 403)
+            {
+                return Err(e.into());
+            }
         }
         Some(current) if current.subsets != wanted.subsets || current.metadata.labels != wanted.metadata.labels => {
             let mut next = wanted.clone();
@@ -231,9 +255,10 @@ async fn sync_slice(
     match existing.drain(..).next() {
         None => {
             if let Err(e) = api.create(&PostParams::default(), &wanted).await
-                && !matches!(&e, kube::Error::Api(s) if s.code == 403) {
-                    return Err(e.into());
-                }
+                && !matches!(&e, kube::Error::Api(s) if s.code == 403)
+            {
+                return Err(e.into());
+            }
         }
         Some(current) if current.endpoints != wanted.endpoints || current.ports != wanted.ports => {
             let mut next = wanted;

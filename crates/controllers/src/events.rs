@@ -51,7 +51,14 @@ impl Recorder {
     }
 
     /// Records an event about `object`; `action` is what was being done (`Scheduling`).
-    pub fn record<K: Resource<DynamicType = ()>>(&self, object: &K, kind: Type, reason: &str, action: &str, message: String) {
+    pub fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        kind: Type,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
         let now = k8s_openapi::jiff::Timestamp::now();
         let object_ref = object.object_ref(&());
         // Events about cluster-scoped objects live in `default`, as upstream records them.

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 
 use crate::Error;
@@ -125,7 +125,8 @@ async fn start(client: Client) -> Result<(), Error> {
         }
     }
     let by_kind = resources.iter().enumerate().map(|(i, r)| ((r.api.group.clone(), r.api.kind.clone()), i)).collect();
-    let collector = Arc::new(Collector { client, resources, by_kind, graph: Mutex::default(), queue: Arc::new(WorkQueue::new()) });
+    let collector =
+        Arc::new(Collector { client, resources, by_kind, graph: Mutex::default(), queue: Arc::new(WorkQueue::new()) });
     let (synced_tx, mut synced_rx) = tokio::sync::mpsc::channel::<()>(collector.resources.len().max(1));
     let watches = futures::future::join_all((0..collector.resources.len()).map(|i| {
         let (collector, synced) = (collector.clone(), synced_tx.clone());
@@ -303,7 +304,8 @@ impl Collector {
             }
             // Some owners remain: only the references to the others go.
             let keep: Vec<&OwnerReference> = item.owners.iter().filter(|o| solid.contains(&o.uid)).collect();
-            let patch = json!({"metadata": {"ownerReferences": if keep.is_empty() { json!(null) } else { json!(keep) }}});
+            let patch =
+                json!({"metadata": {"ownerReferences": if keep.is_empty() { json!(null) } else { json!(keep) }}});
             return match self.api_for(&item).patch(&item.name, &PatchParams::default(), &Patch::Merge(patch)).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 other => other.map(|_| ()).map_err(Error::from),
@@ -342,13 +344,24 @@ impl Collector {
         }
         let dependents: Vec<(String, Item)> = {
             let graph = lock(&self.graph);
-            graph.dependents.get(uid).into_iter().flatten().filter_map(|d| Some((d.clone(), graph.items.get(d)?.clone()))).collect()
+            graph
+                .dependents
+                .get(uid)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| Some((d.clone(), graph.items.get(d)?.clone())))
+                .collect()
         };
         if owner.orphan {
             for (_, dependent) in &dependents {
                 let keep: Vec<&OwnerReference> = dependent.owners.iter().filter(|o| o.uid != uid).collect();
-                let patch = json!({"metadata": {"ownerReferences": if keep.is_empty() { json!(null) } else { json!(keep) }}});
-                match self.api_for(dependent).patch(&dependent.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                let patch =
+                    json!({"metadata": {"ownerReferences": if keep.is_empty() { json!(null) } else { json!(keep) }}});
+                match self
+                    .api_for(dependent)
+                    .patch(&dependent.name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     other => {
                         other?;

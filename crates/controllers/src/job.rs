@@ -30,7 +30,8 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "job-controller"), client: client.clone() });
+    let context =
+        Arc::new(Context { recorder: Recorder::start(client.clone(), "job-controller"), client: client.clone() });
     Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
         .run(reconcile, error_policy, context)
@@ -54,7 +55,10 @@ fn index_of(pod: &Pod) -> Option<i32> {
 /// A finished Job's condition type, if it has finished.
 pub fn finished(job: &Job) -> Option<&str> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    conditions.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True").map(|c| c.type_.as_str())
+    conditions
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| c.type_.as_str())
 }
 
 /// `1,3-5,7`: the compressed index list upstream writes to `completedIndexes`.
@@ -98,14 +102,24 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let pods = claim_pods(&ctx.client, &namespace, &selector, &owner).await?;
     let old = job.status.clone().unwrap_or_default();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-    let active: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")).collect();
+    let active: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed"))
+        .collect();
     let succeeded_pods: Vec<&Pod> = pods.iter().filter(|p| phase(p) == "Succeeded").collect();
-    let restart_failures: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure") {
-        active.iter().filter_map(|p| p.status.as_ref()?.container_statuses.as_ref()).flatten().map(|c| c.restart_count).sum()
-    } else {
-        0
-    };
-    let failed = (pods.iter().filter(|p| phase(p) == "Failed").count() as i32).max(old.failed.unwrap_or(0)) + restart_failures;
+    let restart_failures: i32 =
+        if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure") {
+            active
+                .iter()
+                .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+                .flatten()
+                .map(|c| c.restart_count)
+                .sum()
+        } else {
+            0
+        };
+    let failed =
+        (pods.iter().filter(|p| phase(p) == "Failed").count() as i32).max(old.failed.unwrap_or(0)) + restart_failures;
     let mut completed_indexes: BTreeSet<i32> = BTreeSet::new();
     if indexed {
         completed_indexes.extend(succeeded_pods.iter().filter_map(|p| index_of(p)));
@@ -127,9 +141,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     if failed > backoff_limit {
         outcome = Some(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit".into()));
     } else if let Some(deadline) = spec.active_deadline_seconds.filter(|_| !suspended)
-        && start_time.0 + SignedDuration::from_secs(deadline) <= now {
-            outcome = Some(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline".into()));
-        }
+        && start_time.0 + SignedDuration::from_secs(deadline) <= now
+    {
+        outcome = Some(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline".into()));
+    }
     let complete = match completions {
         Some(n) => succeeded >= n,
         None => succeeded > 0 && active.is_empty(),
@@ -155,13 +170,30 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         .max(0);
         let missing = (want - active_count).max(0) as usize;
         // Failed pods are replaced after upstream's backoff: 10 s doubling per failure.
-        let backoff = if failed > 0 { Duration::from_secs((10u64 << (failed - 1).min(5)).min(360)) } else { Duration::ZERO };
+        let backoff =
+            if failed > 0 { Duration::from_secs((10u64 << (failed - 1).min(5)).min(360)) } else { Duration::ZERO };
         let last_failure = pods.iter().filter(|p| phase(p) == "Failed").filter_map(finished_at).max();
         let waiting = last_failure.is_some_and(|at| at + SignedDuration::try_from(backoff).unwrap_or_default() > now);
         if missing > 0 && waiting {
-            let until = last_failure.map(|at| (at + SignedDuration::try_from(backoff).unwrap_or_default()).duration_since(now));
+            let until =
+                last_failure.map(|at| (at + SignedDuration::try_from(backoff).unwrap_or_default()).duration_since(now));
             let wait = until.and_then(|d| Duration::try_from(d).ok()).unwrap_or(Duration::from_secs(1));
-            write_status(&api, &job, &old, status_of(&old, active_count, succeeded, failed, &pods, start_time.clone(), &conditions, indexed.then_some(&completed_indexes))).await?;
+            write_status(
+                &api,
+                &job,
+                &old,
+                status_of(
+                    &old,
+                    active_count,
+                    succeeded,
+                    failed,
+                    &pods,
+                    start_time.clone(),
+                    &conditions,
+                    indexed.then_some(&completed_indexes),
+                ),
+            )
+            .await?;
             return Ok(Action::requeue(wait.max(Duration::from_millis(200))));
         }
         if missing > 0 {
@@ -175,22 +207,29 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                 for index in todo {
                     let mut pod = pod_from_template(&template, &owner, &namespace);
                     pod.metadata.generate_name = Some(format!("{}-{index}-", job.name_any()));
-                    pod.metadata.annotations.get_or_insert_with(Default::default).insert(INDEX.into(), index.to_string());
+                    pod.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(INDEX.into(), index.to_string());
                     pod.metadata.labels.get_or_insert_with(Default::default).insert(INDEX.into(), index.to_string());
                     if let Some(spec) = pod.spec.as_mut() {
                         spec.hostname.get_or_insert_with(|| format!("{}-{index}", job.name_any()));
                         for c in &mut spec.containers {
                             let env = c.env.get_or_insert_with(Vec::new);
                             if !env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX") {
-                                env.push(serde_json::from_value(json!({"name": "JOB_COMPLETION_INDEX", "value": index.to_string()}))?);
+                                env.push(serde_json::from_value(
+                                    json!({"name": "JOB_COMPLETION_INDEX", "value": index.to_string()}),
+                                )?);
                             }
                         }
                     }
-                    active_count += create_pods(&ctx.client, &namespace, &pod, 1, &ctx.recorder, job.as_ref()).await? as i32;
+                    active_count +=
+                        create_pods(&ctx.client, &namespace, &pod, 1, &ctx.recorder, job.as_ref()).await? as i32;
                 }
             } else {
                 let pod = pod_from_template(&template, &owner, &namespace);
-                active_count += create_pods(&ctx.client, &namespace, &pod, missing, &ctx.recorder, job.as_ref()).await? as i32;
+                active_count +=
+                    create_pods(&ctx.client, &namespace, &pod, missing, &ctx.recorder, job.as_ref()).await? as i32;
             }
         }
     }
@@ -201,7 +240,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     } else if !suspended && suspended_condition {
         conditions.retain(|c| c.type_ != "Suspended");
     }
-    let mut status = status_of(&old, active_count, succeeded, failed, &pods, start_time, &conditions, indexed.then_some(&completed_indexes));
+    let mut status = status_of(
+        &old,
+        active_count,
+        succeeded,
+        failed,
+        &pods,
+        start_time,
+        &conditions,
+        indexed.then_some(&completed_indexes),
+    );
     if suspended && old.start_time.is_none() {
         status.start_time = None;
     }
@@ -209,8 +257,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         let conditions = status.conditions.get_or_insert_with(Vec::new);
         if kind == "Complete" {
             // Upstream (1.31+) sets SuccessCriteriaMet first, then Complete.
-            conditions.push(condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now));
-            conditions.push(condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now));
+            conditions.push(condition(
+                "SuccessCriteriaMet",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                now,
+            ));
+            conditions.push(condition(
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                now,
+            ));
             status.completion_time = Some(Time(now));
             ctx.recorder.record(job.as_ref(), Type::Normal, "Completed", "Completed", "Job completed".into());
         } else {
@@ -295,12 +353,22 @@ async fn write_status(api: &Api<Job>, job: &Job, old: &JobStatus, status: JobSta
 
 /// A finished Job goes `ttlSecondsAfterFinished` after it finished.
 async fn expire(api: &Api<Job>, job: &Job, now: Timestamp) -> Result<Action, Error> {
-    let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else { return Ok(Action::await_change()) };
+    let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+        return Ok(Action::await_change());
+    };
     let status = job.status.clone().unwrap_or_default();
     let finished_at = status
         .completion_time
         .map(|t| t.0)
-        .or_else(|| status.conditions.iter().flatten().filter(|c| c.type_ == "Failed").filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)).max())
+        .or_else(|| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .filter(|c| c.type_ == "Failed")
+                .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                .max()
+        })
         .unwrap_or(now);
     let due = finished_at + SignedDuration::from_secs(i64::from(ttl));
     if due > now {

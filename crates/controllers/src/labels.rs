@@ -97,7 +97,8 @@ mod tests {
     #[test]
     fn label_selectors() {
         let app = labels(&[("app", "web"), ("tier", "front")]);
-        let check = |selector: LabelSelector, expect: bool| assert_eq!(matches(&selector, &app), expect, "{selector:?}");
+        let check =
+            |selector: LabelSelector, expect: bool| assert_eq!(matches(&selector, &app), expect, "{selector:?}");
         check(LabelSelector::default(), true);
         check(LabelSelector { match_labels: Some(labels(&[("app", "web")])), ..Default::default() }, true);
         check(LabelSelector { match_labels: Some(labels(&[("app", "db")])), ..Default::default() }, false);
@@ -123,13 +124,15 @@ mod tests {
             operator: op.into(),
             values: Some(values.iter().map(|v| v.to_string()).collect()),
         };
-        let term = |reqs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: Some(reqs), match_fields: None };
+        let term =
+            |reqs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: Some(reqs), match_fields: None };
         assert!(node_matches(&term(vec![req("zone", "In", &["a"]), req("cores", "Gt", &["4"])]), &node, "n1"));
         assert!(!node_matches(&term(vec![req("cores", "Lt", &["4"])]), &node, "n1"));
         assert!(!node_matches(&term(vec![req("cores", "Gt", &["x"])]), &node, "n1"));
         assert!(!node_matches(&term(vec![]), &node, "n1"));
         assert!(!node_matches_any(&[], &node, "n1"));
-        let by_name = NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n1"])]) };
+        let by_name =
+            NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n1"])]) };
         assert!(node_matches(&by_name, &node, "n1"));
         assert!(!node_matches(&by_name, &node, "n2"));
     }

@@ -98,7 +98,11 @@ async fn try_acquire(leases: &Api<Lease>, name: &str, identity: &str, config: &C
     };
     let Some(mut lease) = leases.get_opt(name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(name.to_owned()), namespace: Some(NAMESPACE.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(NAMESPACE.into()),
+                ..Default::default()
+            },
             spec: Some(spec(0)),
         };
         return match leases.create(&PostParams::default(), &lease).await {

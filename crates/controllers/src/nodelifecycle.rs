@@ -96,7 +96,13 @@ fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
     taints
 }
 
-async fn monitor_health(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, config: &Config, recorder: &Recorder) {
+async fn monitor_health(
+    client: &Client,
+    nodes: &Store<Node>,
+    leases: &Store<Lease>,
+    config: &Config,
+    recorder: &Recorder,
+) {
     let api: Api<Node> = Api::all(client.clone());
     let now = Timestamp::now();
     let grace = SignedDuration::try_from(config.grace_period).unwrap_or(SignedDuration::from_secs(40));
@@ -222,7 +228,11 @@ async fn evict(client: &Client, nodes: &Store<Node>, recorder: &Recorder) {
                     Type::Normal,
                     "TaintManagerEviction",
                     "Deleting",
-                    format!("Marking for deletion Pod {}/{} (tainted node {node})", pod.namespace().unwrap_or_default(), pod.name_any()),
+                    format!(
+                        "Marking for deletion Pod {}/{} (tainted node {node})",
+                        pod.namespace().unwrap_or_default(),
+                        pod.name_any()
+                    ),
                 ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => tracing::debug!("evicting {}: {e}", pod.name_any()),
@@ -239,13 +249,21 @@ mod tests {
     fn tolerations_decide_when_pods_leave() {
         let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
         let added: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let taint = Taint { key: UNREACHABLE.into(), effect: "NoExecute".into(), value: None, time_added: Some(Time(added)) };
+        let taint =
+            Taint { key: UNREACHABLE.into(), effect: "NoExecute".into(), value: None, time_added: Some(Time(added)) };
         let pod = |tolerations: serde_json::Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}})).unwrap()
+            serde_json::from_value(
+                json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}}),
+            )
+            .unwrap()
         };
         assert_eq!(eviction_time(&pod(json!([])), std::slice::from_ref(&taint), now), Some(now));
-        let timed = pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]));
-        assert_eq!(eviction_time(&timed, std::slice::from_ref(&taint), now), Some(added + SignedDuration::from_secs(300)));
+        let timed =
+            pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]));
+        assert_eq!(
+            eviction_time(&timed, std::slice::from_ref(&taint), now),
+            Some(added + SignedDuration::from_secs(300))
+        );
         let forever = pod(json!([{"operator": "Exists"}]));
         assert_eq!(eviction_time(&forever, std::slice::from_ref(&taint), now), None);
     }

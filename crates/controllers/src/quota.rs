@@ -44,7 +44,9 @@ pub fn format_milli(milli: i64) -> String {
 
 /// Bytes in the largest binary unit that divides them exactly: `128Mi`, `1Gi`, `1500`.
 pub fn format_bytes(bytes: i64) -> String {
-    for (unit, size) in [("Ei", 1i64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (unit, size) in
+        [("Ei", 1i64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)]
+    {
         if bytes != 0 && bytes % size == 0 {
             return format!("{}{unit}", bytes / size);
         }
@@ -53,7 +55,8 @@ pub fn format_bytes(bytes: i64) -> String {
 }
 
 fn sum_containers(pods: &[&Pod], what: &str, resource: &str) -> i64 {
-    let read = |q: &Quantity| if resource == "cpu" { quantity::milli(&q.0) } else { quantity::value(&q.0) }.unwrap_or(0);
+    let read =
+        |q: &Quantity| if resource == "cpu" { quantity::milli(&q.0) } else { quantity::value(&q.0) }.unwrap_or(0);
     pods.iter()
         .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter()))
         .filter_map(|c| {
@@ -103,18 +106,42 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Context>) -> Result<Action, E
             "limits.cpu" => Some(format_milli(sum_containers(&pods, "limits", "cpu"))),
             "memory" | "requests.memory" => Some(format_bytes(sum_containers(&pods, "requests", "memory"))),
             "limits.memory" => Some(format_bytes(sum_containers(&pods, "limits", "memory"))),
-            "requests.ephemeral-storage" | "ephemeral-storage" => Some(format_bytes(sum_containers(&pods, "requests", "ephemeral-storage"))),
+            "requests.ephemeral-storage" | "ephemeral-storage" => {
+                Some(format_bytes(sum_containers(&pods, "requests", "ephemeral-storage")))
+            }
             "services.nodeports" | "services.loadbalancers" => {
-                let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?.items;
-                let wanted = if key == "services.nodeports" { ["NodePort", "LoadBalancer"].as_slice() } else { ["LoadBalancer"].as_slice() };
-                let n = services.iter().filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()).is_some_and(|t| wanted.contains(&t))).count();
+                let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                    .list(&ListParams::default())
+                    .await?
+                    .items;
+                let wanted = if key == "services.nodeports" {
+                    ["NodePort", "LoadBalancer"].as_slice()
+                } else {
+                    ["LoadBalancer"].as_slice()
+                };
+                let n = services
+                    .iter()
+                    .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()).is_some_and(|t| wanted.contains(&t)))
+                    .count();
                 Some(n.to_string())
             }
             "requests.storage" => {
-                let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?.items;
+                let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &namespace)
+                    .list(&ListParams::default())
+                    .await?
+                    .items;
                 let bytes: i64 = claims
                     .iter()
-                    .filter_map(|c| c.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").and_then(|q| quantity::value(&q.0)))
+                    .filter_map(|c| {
+                        c.spec
+                            .as_ref()?
+                            .resources
+                            .as_ref()?
+                            .requests
+                            .as_ref()?
+                            .get("storage")
+                            .and_then(|q| quantity::value(&q.0))
+                    })
                     .sum();
                 Some(format_bytes(bytes))
             }

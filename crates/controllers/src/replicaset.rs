@@ -32,7 +32,10 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "replicaset-controller"), client: client.clone() });
+    let context = Arc::new(Context {
+        recorder: Recorder::start(client.clone(), "replicaset-controller"),
+        client: client.clone(),
+    });
     Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
         .run(reconcile, error_policy, context)
@@ -60,7 +63,9 @@ pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
 
 /// Ready for at least `min_ready` seconds by `now`.
 pub fn is_available(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
-    ready_since(pod).is_some_and(|since| min_ready <= 0 || since + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready)) <= now)
+    ready_since(pod).is_some_and(|since| {
+        min_ready <= 0 || since + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready)) <= now
+    })
 }
 
 /// The controller reference (`controller: true`) of an object, if it has one.
@@ -182,7 +187,13 @@ pub async fn create_pods(
             match result {
                 Ok(p) => {
                     created += 1;
-                    recorder.record(about, Type::Normal, "SuccessfulCreate", "Create", format!("Created pod: {}", p.name_any()));
+                    recorder.record(
+                        about,
+                        Type::Normal,
+                        "SuccessfulCreate",
+                        "Create",
+                        format!("Created pod: {}", p.name_any()),
+                    );
                 }
                 Err(e) => failure = Some(e),
             }
@@ -222,7 +233,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
         let deletes = surplus.iter().map(|p| api.delete(p.metadata.name.as_deref().unwrap_or_default(), &params));
         for (pod, result) in surplus.iter().zip(futures::future::join_all(deletes).await) {
             match result {
-                Ok(_) => ctx.recorder.record(rs.as_ref(), Type::Normal, "SuccessfulDelete", "Delete", format!("Deleted pod: {}", pod.name_any())),
+                Ok(_) => ctx.recorder.record(
+                    rs.as_ref(),
+                    Type::Normal,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("Deleted pod: {}", pod.name_any()),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => failure = Some(e.into()),
             }
@@ -231,7 +248,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
     let counted: Vec<&Pod> = pods.iter().filter(|p| is_active(p)).collect();
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels =
+        spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
     let status = ReplicaSetStatus {
         replicas: counted.len() as i32,
         fully_labeled_replicas: Some(

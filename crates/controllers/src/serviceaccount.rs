@@ -22,7 +22,9 @@ struct Context {
 pub async fn run(client: Client) {
     let accounts = watcher::Config::default().fields("metadata.name=default");
     Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<ServiceAccount>::all(client.clone()), accounts, |sa| sa.namespace().map(|ns| ObjectRef::new(&ns)))
+        .watches(Api::<ServiceAccount>::all(client.clone()), accounts, |sa| {
+            sa.namespace().map(|ns| ObjectRef::new(&ns))
+        })
         .run(reconcile, error_policy, Arc::new(Context { client }))
         .for_each(|_| async {})
         .await;

@@ -64,7 +64,9 @@ impl Config {
         for entry in spec.split(',').filter(|e| !e.is_empty()) {
             let (name, value) = entry.split_once('=').ok_or_else(|| format!("{entry:?} is not name=quantity"))?;
             if !["cpu", "memory", "pods", "ephemeral-storage"].contains(&name) && !name.contains('/') {
-                return Err(format!("{name:?} is not a resource a node offers (cpu, memory, pods, ephemeral-storage or an extended resource)"));
+                return Err(format!(
+                    "{name:?} is not a resource a node offers (cpu, memory, pods, ephemeral-storage or an extended resource)"
+                ));
             }
             if rkube_core::quantity::milli(value).is_none_or(|v| v < 0) {
                 return Err(format!("{value:?} is not a quantity for {name}"));
@@ -99,7 +101,8 @@ impl NodeState {
             Some(o) => *o,
             None => {
                 let used: std::collections::HashSet<u8> = self.ips.values().copied().collect();
-                let free = (0..253u16).map(|i| ((u16::from(self.next_ip) + i) % 253 + 2) as u8).find(|o| !used.contains(o))?;
+                let free =
+                    (0..253u16).map(|i| ((u16::from(self.next_ip) + i) % 253 + 2) as u8).find(|o| !used.contains(o))?;
                 self.next_ip = free.wrapping_sub(1);
                 self.ips.insert(uid.to_owned(), free);
                 free
@@ -119,7 +122,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn run(client: Client, config: Config) {
     let nodes: Nodes = Arc::new(Mutex::new(
         (0..config.count)
-            .map(|i| (format!("{}{i}", config.prefix), NodeState { index: i, stopped: false, ips: HashMap::new(), next_ip: 0 }))
+            .map(|i| {
+                (
+                    format!("{}{i}", config.prefix),
+                    NodeState { index: i, stopped: false, ips: HashMap::new(), next_ip: 0 },
+                )
+            })
             .collect(),
     ));
     let names: Vec<String> = lock(&nodes).keys().cloned().collect();
@@ -135,7 +143,11 @@ pub async fn run(client: Client, config: Config) {
         })
         .await;
     tracing::info!("{} simulated nodes registered", config.count);
-    tokio::join!(heartbeats(&client, &nodes, &config), watch_nodes(&client, &nodes, &config), run_pods(&client, &nodes));
+    tokio::join!(
+        heartbeats(&client, &nodes, &config),
+        watch_nodes(&client, &nodes, &config),
+        run_pods(&client, &nodes)
+    );
 }
 
 async fn register(client: &Client, nodes: &Nodes, config: &Config, name: &str) -> kube::Result<()> {
@@ -158,7 +170,8 @@ async fn register(client: &Client, nodes: &Nodes, config: &Config, name: &str) -
         Err(kube::Error::Api(s)) if s.code == 409 => api.get(name).await?,
         Err(e) => return Err(e),
     };
-    let capacity: BTreeMap<String, Quantity> = config.capacity.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect();
+    let capacity: BTreeMap<String, Quantity> =
+        config.capacity.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect();
     let now = Timestamp::now().to_string();
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": status, "reason": reason, "message": message,
@@ -305,7 +318,10 @@ enum Step {
     /// Confirm a graceful deletion.
     Delete,
     /// Start it: Running, Ready, with this IP.
-    Start { ip: String, host_ip: String },
+    Start {
+        ip: String,
+        host_ip: String,
+    },
 }
 
 async fn run_pods(client: &Client, nodes: &Nodes) {
@@ -318,9 +334,10 @@ async fn run_pods(client: &Client, nodes: &Nodes) {
             Ok(Event::Delete(pod)) => {
                 let uid = pod.uid().unwrap_or_default();
                 if let Some(node) = pod_node(&pod)
-                    && let Some(state) = lock(nodes).get_mut(node) {
-                        state.ips.remove(&uid);
-                    }
+                    && let Some(state) = lock(nodes).get_mut(node)
+                {
+                    state.ips.remove(&uid);
+                }
                 lock(&started).remove(&uid);
                 continue;
             }
@@ -371,7 +388,9 @@ async fn run_pods(client: &Client, nodes: &Nodes) {
                 tokio::spawn(async move {
                     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
                     let patch = json!({"status": {"conditions": conditions(true, None)}});
-                    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                    if let Err(e) =
+                        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await
+                    {
                         tracing::debug!("simulated pod {}: {e}", pod.name_any());
                     }
                     drop(started);
@@ -449,7 +468,8 @@ fn statuses(pod: &Pod, state: &Value, ready: bool) -> (Vec<Value>, Vec<Value>) {
         .iter()
         .flatten()
         .map(|c| {
-            let done = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
+            let done =
+                json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
             container(c, done, true)
         })
         .collect();
@@ -547,7 +567,8 @@ mod tests {
         let first = node.assign_ip("a").unwrap();
         assert_eq!(first, "10.65.1.2");
         assert_eq!(node.assign_ip("a").unwrap(), first);
-        let ips: std::collections::HashSet<String> = (0..252).map(|i| node.assign_ip(&format!("p{i}")).unwrap()).collect();
+        let ips: std::collections::HashSet<String> =
+            (0..252).map(|i| node.assign_ip(&format!("p{i}")).unwrap()).collect();
         assert_eq!(ips.len(), 252);
         assert!(!ips.contains(&first));
         assert!(node.assign_ip("full").is_none());

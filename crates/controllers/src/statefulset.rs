@@ -36,7 +36,10 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), "statefulset-controller"), client: client.clone() });
+    let context = Arc::new(Context {
+        recorder: Recorder::start(client.clone(), "statefulset-controller"),
+        client: client.clone(),
+    });
     Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
         .run(reconcile, error_policy, context)
@@ -66,8 +69,10 @@ async fn revision(ctx: &Context, sts: &StatefulSet, namespace: &str) -> Result<S
     let name = format!("{}-{hash}", sts.name_any());
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
     let existing = api.list(&ListParams::default().labels(&labels::to_query(&spec.selector))).await?.items;
-    let ours: Vec<&ControllerRevision> =
-        existing.iter().filter(|r| controller_of(&r.metadata).is_some_and(|o| Some(&o.uid) == sts.metadata.uid.as_ref())).collect();
+    let ours: Vec<&ControllerRevision> = existing
+        .iter()
+        .filter(|r| controller_of(&r.metadata).is_some_and(|o| Some(&o.uid) == sts.metadata.uid.as_ref()))
+        .collect();
     if ours.iter().any(|r| r.name_any() == name) {
         return Ok(hash);
     }
@@ -140,7 +145,13 @@ async fn ensure_claims(ctx: &Context, sts: &StatefulSet, namespace: &str, ordina
         };
         claim.status = None;
         match api.create(&PostParams::default(), &claim).await {
-            Ok(_) => ctx.recorder.record(sts, Type::Normal, "SuccessfulCreate", "Create", format!("create Claim {name} in StatefulSet {} success", sts.name_any())),
+            Ok(_) => ctx.recorder.record(
+                sts,
+                Type::Normal,
+                "SuccessfulCreate",
+                "Create",
+                format!("create Claim {name} in StatefulSet {} success", sts.name_any()),
+            ),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
@@ -166,12 +177,17 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
         .collect();
     let want = spec.replicas.unwrap_or(1).max(0);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-    let partition = spec.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref()).and_then(|r| r.partition).unwrap_or(0);
-    let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+    let partition =
+        spec.update_strategy.as_ref().and_then(|u| u.rolling_update.as_ref()).and_then(|r| r.partition).unwrap_or(0);
+    let rolling =
+        spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
     let revision_of = |p: &Pod| p.labels().get(REVISION_LABEL).cloned().unwrap_or_default();
 
     // Finished or failed pods are replaced, as upstream does.
-    for (_, pod) in pods.iter().filter(|(_, p)| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded"))) {
+    for (_, pod) in pods
+        .iter()
+        .filter(|(_, p)| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded")))
+    {
         if pod.metadata.deletion_timestamp.is_none() {
             pods_api.delete(&pod.name_any(), &DeleteParams::default()).await?;
         }
@@ -191,14 +207,23 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
                 ensure_claims(&ctx, &sts, &namespace, i).await?;
                 let revision = if rolling && i < partition {
                     // Below the partition, new pods keep the current revision's template.
-                    sts.status.as_ref().and_then(|s| s.current_revision.clone()).unwrap_or_else(|| update_revision.clone())
+                    sts.status
+                        .as_ref()
+                        .and_then(|s| s.current_revision.clone())
+                        .unwrap_or_else(|| update_revision.clone())
                 } else {
                     update_revision.clone()
                 };
                 let pod = pod_for(&sts, &namespace, i, &revision);
                 match pods_api.create(&PostParams::default(), &pod).await {
                     Ok(created) => {
-                        ctx.recorder.record(sts.as_ref(), Type::Normal, "SuccessfulCreate", "Create", format!("create Pod {} in StatefulSet {set} successful", created.name_any()));
+                        ctx.recorder.record(
+                            sts.as_ref(),
+                            Type::Normal,
+                            "SuccessfulCreate",
+                            "Create",
+                            format!("create Pod {} in StatefulSet {set} successful", created.name_any()),
+                        );
                         pods.insert(i, created);
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -226,7 +251,13 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
             break;
         }
         pods_api.delete(&pod.name_any(), &DeleteParams::default()).await?;
-        ctx.recorder.record(sts.as_ref(), Type::Normal, "SuccessfulDelete", "Delete", format!("delete Pod {} in StatefulSet {set} successful", pod.name_any()));
+        ctx.recorder.record(
+            sts.as_ref(),
+            Type::Normal,
+            "SuccessfulDelete",
+            "Delete",
+            format!("delete Pod {} in StatefulSet {set} successful", pod.name_any()),
+        );
         if !parallel {
             break;
         }
@@ -256,7 +287,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
         observed_generation: sts.metadata.generation,
         replicas: live.len() as i32,
         ready_replicas: Some(live.iter().filter(|p| running_and_ready(p)).count() as i32),
-        available_replicas: Some(live.iter().filter(|p| is_available(p, spec.min_ready_seconds.unwrap_or(0), now)).count() as i32),
+        available_replicas: Some(
+            live.iter().filter(|p| is_available(p, spec.min_ready_seconds.unwrap_or(0), now)).count() as i32,
+        ),
         current_replicas: Some(current),
         updated_replicas: Some(updated),
         current_revision: Some(current_revision),

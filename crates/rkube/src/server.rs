@@ -96,7 +96,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
     let mut loops = rkube_controllers::Config::default();
     loops.node_lifecycle.grace_period = std::time::Duration::from_secs(args.node_monitor_grace_period);
-    loops.node_lifecycle.monitor_period = loops.node_lifecycle.monitor_period.min(loops.node_lifecycle.grace_period / 2);
+    loops.node_lifecycle.monitor_period =
+        loops.node_lifecycle.monitor_period.min(loops.node_lifecycle.grace_period / 2);
     let controllers = (!args.no_controllers).then(|| rkube_controllers::Controllers::start(client.clone(), loops));
     let simulated_nodes =
         (simulated.count > 0).then(|| tokio::spawn(rkube_controllers::simulated::run(client, simulated)));

@@ -50,7 +50,10 @@ fn pods(server: &ServerProcess, selector: &str) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .map(|p| {
-            (p["status"]["phase"].as_str().unwrap_or("").to_owned(), p["spec"]["nodeName"].as_str().unwrap_or("").to_owned())
+            (
+                p["status"]["phase"].as_str().unwrap_or("").to_owned(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
+            )
         })
         .collect()
 }
@@ -139,26 +142,50 @@ fn a_deployment_runs_scales_rolls_back_and_is_collected() {
 fn pods_are_placed_by_resources_taints_cordons_and_anti_affinity() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    eventually(Duration::from_secs(10), || server.ok(KUBECTL, &["get", "nodes", "-o", "name"]).lines().count(), |n| *n == 3);
+    eventually(
+        Duration::from_secs(10),
+        || server.ok(KUBECTL, &["get", "nodes", "-o", "name"]).lines().count(),
+        |n| *n == 3,
+    );
 
     // Too big for any node: the pod says why, in upstream's words.
-    server.ok(KUBECTL, &["run", "big", "--image=busybox", "--overrides",
-        r#"{"spec":{"containers":[{"name":"big","image":"busybox","resources":{"requests":{"cpu":"5"}}}]}}"#]);
+    server.ok(
+        KUBECTL,
+        &[
+            "run",
+            "big",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"containers":[{"name":"big","image":"busybox","resources":{"requests":{"cpu":"5"}}}]}}"#,
+        ],
+    );
     let message = eventually(
         Duration::from_secs(10),
-        || server.ok(KUBECTL, &["get", "pod", "big", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]),
+        || {
+            server.ok(
+                KUBECTL,
+                &["get", "pod", "big", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"],
+            )
+        },
         |m| !m.is_empty(),
     );
     assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
     let events = eventually(
         Duration::from_secs(10),
-        || server.ok(KUBECTL, &["get", "events", "--field-selector", "involvedObject.name=big,reason=FailedScheduling"]),
+        || {
+            server
+                .ok(KUBECTL, &["get", "events", "--field-selector", "involvedObject.name=big,reason=FailedScheduling"])
+        },
         |e| e.contains("Insufficient cpu"),
     );
     assert!(events.contains("Warning"), "{events}");
 
     // Anti-affinity spreads three replicas over three nodes; a fourth fits nowhere.
-    apply(&server, dir.path(), "spread", r#"
+    apply(
+        &server,
+        dir.path(),
+        "spread",
+        r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: spread}
@@ -174,7 +201,8 @@ spec:
           - labelSelector: {matchLabels: {app: spread}}
             topologyKey: kubernetes.io/hostname
       containers: [{name: c, image: busybox}]
-"#);
+"#,
+    );
     let placed = eventually(
         Duration::from_secs(20),
         || pods(&server, "app=spread"),
@@ -206,9 +234,20 @@ spec:
         || server.ok(KUBECTL, &["get", "pod", "plain", "-o", "jsonpath={.status.conditions[0].message}"]),
         |m| !m.is_empty(),
     );
-    assert_eq!(message, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 node(s) were unschedulable.");
-    server.ok(KUBECTL, &["run", "tolerant", "--image=busybox", "--overrides",
-        r#"{"spec":{"tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]}}"#]);
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 node(s) were unschedulable."
+    );
+    server.ok(
+        KUBECTL,
+        &[
+            "run",
+            "tolerant",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]}}"#,
+        ],
+    );
     eventually(
         Duration::from_secs(10),
         || server.ok(KUBECTL, &["get", "pod", "tolerant", "-o", "jsonpath={.status.phase}/{.spec.nodeName}"]),
@@ -225,7 +264,12 @@ spec:
     // Drain evicts what a ReplicaSet owns, which comes back elsewhere.
     server.ok(KUBECTL, &["uncordon", "rkube-sim-1"]);
     server.ok(KUBECTL, &["delete", "pod", "plain", "tolerant", "big"]);
-    apply(&server, dir.path(), "drained", &WEB.replace("name: web", "name: drained").replace("app: web", "app: drained"));
+    apply(
+        &server,
+        dir.path(),
+        "drained",
+        &WEB.replace("name: web", "name: drained").replace("app: web", "app: drained"),
+    );
     server.ok(KUBECTL, &["rollout", "status", "deployment/drained", "--timeout=30s"]);
     server.ok(KUBECTL, &["drain", "rkube-sim-0", "--ignore-daemonsets", "--timeout=30s"]);
     let placed = eventually(
@@ -240,7 +284,11 @@ spec:
 fn jobs_statefulsets_daemonsets_and_service_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    apply(&server, dir.path(), "work", r#"
+    apply(
+        &server,
+        dir.path(),
+        "work",
+        r#"
 apiVersion: batch/v1
 kind: Job
 metadata: {name: indexed}
@@ -301,7 +349,8 @@ metadata: {name: db}
 spec:
   minAvailable: 2
   selector: {matchLabels: {app: db}}
-"#);
+"#,
+    );
     // The StatefulSet comes up in order: a pod exists only once every lower ordinal is
     // Running and Ready.
     let start = Instant::now();
@@ -309,12 +358,14 @@ spec:
         let list = json(&server, &["get", "pods", "-l", "app=db"]);
         let pods = list["items"].as_array().unwrap();
         let ready = |p: &Value| {
-            p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
         };
-        let mut ordinals: Vec<(i64, bool)> = pods
-            .iter()
-            .map(|p| (p["metadata"]["name"].as_str().unwrap()[3..].parse().unwrap(), ready(p)))
-            .collect();
+        let mut ordinals: Vec<(i64, bool)> =
+            pods.iter().map(|p| (p["metadata"]["name"].as_str().unwrap()[3..].parse().unwrap(), ready(p))).collect();
         ordinals.sort();
         for (i, (ordinal, _)) in ordinals.iter().enumerate() {
             assert_eq!(*ordinal, i as i64, "ordinals must be a prefix: {ordinals:?}");
@@ -357,15 +408,23 @@ spec:
     // Jobs: an Indexed one completes every index, a failing one stops at its backoff limit.
     server.ok(KUBECTL_OLD, &["wait", "--for=condition=complete", "job/indexed", "--timeout=30s"]);
     let job = json(&server, &["get", "job", "indexed"]);
-    assert_eq!((job["status"]["succeeded"].as_i64(), job["status"]["completedIndexes"].as_str()), (Some(3), Some("0-2")));
+    assert_eq!(
+        (job["status"]["succeeded"].as_i64(), job["status"]["completedIndexes"].as_str()),
+        (Some(3), Some("0-2"))
+    );
     server.ok(KUBECTL, &["wait", "--for=condition=failed", "job/failing", "--timeout=30s"]);
     let failed = json(&server, &["get", "job", "failing"]);
-    let reasons: Vec<&str> = failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
+    let reasons: Vec<&str> =
+        failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
     assert!(reasons.contains(&"BackoffLimitExceeded"), "{failed}");
 
     // Every new namespace gets a default service account.
     server.ok(KUBECTL, &["create", "namespace", "fresh"]);
-    eventually(Duration::from_secs(10), || server.kubectl(KUBECTL, &["-n", "fresh", "get", "serviceaccount", "default"]).status.success(), |ok| *ok);
+    eventually(
+        Duration::from_secs(10),
+        || server.kubectl(KUBECTL, &["-n", "fresh", "get", "serviceaccount", "default"]).status.success(),
+        |ok| *ok,
+    );
 }
 
 #[test]
@@ -386,14 +445,22 @@ fn a_cronjob_fires_on_its_schedule() {
     assert!(cron["status"]["lastScheduleTime"].is_string(), "{cron}");
     // Deleting the CronJob takes its Jobs along.
     server.ok(KUBECTL, &["delete", "cronjob", "tick"]);
-    eventually(Duration::from_secs(20), || server.ok(KUBECTL, &["get", "jobs", "-o", "name"]), |out| out.trim().is_empty());
+    eventually(
+        Duration::from_secs(20),
+        || server.ok(KUBECTL, &["get", "jobs", "-o", "name"]),
+        |out| out.trim().is_empty(),
+    );
 }
 
 #[test]
 fn a_stopped_node_loses_its_pods_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(dir.path(), &["--simulated-nodes", "3", "--node-monitor-grace-period", "3"]);
-    apply(&server, dir.path(), "web", r#"
+    apply(
+        &server,
+        dir.path(),
+        "web",
+        r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -405,7 +472,8 @@ spec:
     spec:
       tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]
       containers: [{name: c, image: busybox}]
-"#);
+"#,
+    );
     server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=30s"]);
     let victim = pods(&server, "app=web")[0].1.clone();
     server.ok(KUBECTL, &["annotate", "node", &victim, "rkube.io/simulated-stopped=true"]);

@@ -434,9 +434,10 @@ pub(super) async fn store_update(
             // Deployments' status writes carry annotations too: that is how upstream's
             // controller records the revision without bumping the generation.
             if kind.plural == "deployments"
-                && let Some(annotations) = object["metadata"].get("annotations") {
-                    merged["metadata"]["annotations"] = annotations.clone();
-                }
+                && let Some(annotations) = object["metadata"].get("annotations")
+            {
+                merged["metadata"]["annotations"] = annotations.clone();
+            }
             merged
         }
     };

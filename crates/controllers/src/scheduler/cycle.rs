@@ -156,7 +156,8 @@ impl Profile {
             }
         }
         let mut totals = vec![0i64; feasible.len()];
-        let scorers = self.plugins.iter().enumerate().filter(|(i, _)| !skipped_scores.contains(i)).filter_map(|(_, p)| p.score());
+        let scorers =
+            self.plugins.iter().enumerate().filter(|(i, _)| !skipped_scores.contains(i)).filter_map(|(_, p)| p.score());
         for score in scorers {
             let mut scores: Vec<i64> = if feasible.len() >= PARALLEL_FROM {
                 feasible.par_iter().map(|n| score.score(&state, pod, n)).collect()
@@ -176,7 +177,10 @@ impl Profile {
 
     fn reserve(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<String, FitError> {
         for p in &self.plugins {
-            let vetoes = [p.reserve().map(|r| r.reserve(state, pod, &node.name)), p.permit().map(|r| r.permit(state, pod, &node.name))];
+            let vetoes = [
+                p.reserve().map(|r| r.reserve(state, pod, &node.name)),
+                p.permit().map(|r| r.permit(state, pod, &node.name)),
+            ];
             if let Some(status) = vetoes.into_iter().flatten().find(|s| !s.is_success()) {
                 return Err(fit_error(1, std::iter::once(&status)));
             }

@@ -88,7 +88,9 @@ pub struct Resources {
 
 impl Resources {
     /// Reads a `ResourceList` (capacity, allocatable, requests).
-    pub fn from_list(list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> Resources {
+    pub fn from_list(
+        list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    ) -> Resources {
         let mut r = Resources::default();
         for (name, q) in list.into_iter().flatten() {
             match name.as_str() {
@@ -187,9 +189,8 @@ impl PodInfo {
         let meta = &pod.metadata;
         let spec = pod.spec.clone().unwrap_or_default();
         let (mut requests, mut non_zero) = (Resources::default(), Resources::default());
-        let container_requests = |c: &Container| {
-            Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
-        };
+        let container_requests =
+            |c: &Container| Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()));
         let with_defaults = |mut r: Resources| {
             if r.milli_cpu == 0 {
                 r.milli_cpu = DEFAULT_MILLI_CPU;
@@ -416,7 +417,13 @@ pub trait Filter: Send + Sync {
 /// Once per pod, before scoring, over the feasible nodes.
 pub trait PreScore: Send + Sync {
     /// Returns `Status::skip()` when the plugin's Score has nothing to rank for this pod.
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot<'_>) -> Status;
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        feasible: &[&NodeInfo],
+        snapshot: &Snapshot<'_>,
+    ) -> Status;
 }
 
 /// Ranks a feasible node, 0 to `MAX_NODE_SCORE` after `normalize`.

@@ -39,7 +39,11 @@ fn required_pair(term: &PodAffinityTerm) -> Option<(String, String)> {
     if let Some((k, v)) = selector.match_labels.as_ref().and_then(|m| m.iter().next()) {
         return Some((k.clone(), v.clone()));
     }
-    let e = selector.match_expressions.as_ref()?.iter().find(|e| e.operator == "In" && e.values.as_ref().is_some_and(|v| v.len() == 1))?;
+    let e = selector
+        .match_expressions
+        .as_ref()?
+        .iter()
+        .find(|e| e.operator == "In" && e.values.as_ref().is_some_and(|v| v.len() == 1))?;
     Some((e.key.clone(), e.values.as_ref()?[0].clone()))
 }
 
@@ -54,15 +58,22 @@ fn required_anti(pod: &PodInfo) -> &[PodAffinityTerm] {
 
 fn has_preferred(pod: &PodInfo) -> bool {
     let a = pod.spec().affinity.as_ref();
-    let pa = a.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref());
-    let anti = a.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref());
+    let pa = a
+        .and_then(|a| a.pod_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref());
+    let anti = a
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref());
     pa.is_some_and(|p| !p.is_empty()) || anti.is_some_and(|p| !p.is_empty())
 }
 
 impl AffinityIndex {
     pub fn add(&mut self, pod: &Arc<PodInfo>, node: &str) {
         for (k, v) in &pod.labels {
-            self.by_label.entry((k.clone(), v.clone())).or_default().insert(pod.uid.clone(), (node.to_owned(), pod.clone()));
+            self.by_label
+                .entry((k.clone(), v.clone()))
+                .or_default()
+                .insert(pod.uid.clone(), (node.to_owned(), pod.clone()));
         }
         for term in required_anti(pod) {
             let key = group_key(&pod.namespace, term);
@@ -135,7 +146,12 @@ impl AffinityIndex {
     /// label pair (then every pod must be looked at).
     pub fn candidates(&self, term: &PodAffinityTerm) -> Option<Vec<(&str, &Arc<PodInfo>)>> {
         let pair = required_pair(term)?;
-        Some(self.by_label.get(&pair).map(|pods| pods.values().map(|(n, p)| (n.as_str(), p)).collect()).unwrap_or_default())
+        Some(
+            self.by_label
+                .get(&pair)
+                .map(|pods| pods.values().map(|(n, p)| (n.as_str(), p)).collect())
+                .unwrap_or_default(),
+        )
     }
 
     pub fn has_anti_terms(&self) -> bool {

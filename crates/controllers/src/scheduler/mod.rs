@@ -178,8 +178,12 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
                 Event::Delete(node) => remove_node(&mut cache, &node.name_any()),
                 Event::InitDone => {
                     let keep = seen.take().unwrap_or_default();
-                    let gone: Vec<String> =
-                        cache.nodes.iter().filter(|(n, s)| s.exists && !keep.contains(*n)).map(|(n, _)| n.clone()).collect();
+                    let gone: Vec<String> = cache
+                        .nodes
+                        .iter()
+                        .filter(|(n, s)| s.exists && !keep.contains(*n))
+                        .map(|(n, _)| n.clone())
+                        .collect();
                     gone.iter().for_each(|n| {
                         remove_node(&mut cache, n);
                     });
@@ -198,7 +202,13 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
 fn apply_node(cache: &mut Cache, node: Node) -> bool {
     let name = node.name_any();
     let slot = cache.slot(&name);
-    let before = (slot.exists, slot.info.allocatable.clone(), slot.info.labels.clone(), slot.info.taints.clone(), slot.info.unschedulable);
+    let before = (
+        slot.exists,
+        slot.info.allocatable.clone(),
+        slot.info.labels.clone(),
+        slot.info.taints.clone(),
+        slot.info.unschedulable,
+    );
     slot.exists = true;
     slot.info.set_node(Arc::new(node));
     let info = &slot.info;
@@ -303,7 +313,11 @@ fn schedule_loop(
                 if let Some(pod) = queue.pop() {
                     break pod;
                 }
-                queue = shared.work.wait_timeout(queue, Duration::from_secs(1)).map(|(q, _)| q).unwrap_or_else(|e| e.into_inner().0);
+                queue = shared
+                    .work
+                    .wait_timeout(queue, Duration::from_secs(1))
+                    .map(|(q, _)| q)
+                    .unwrap_or_else(|e| e.into_inner().0);
             }
         };
         let result = {

@@ -68,7 +68,14 @@ impl Queue {
             None => {
                 self.entries.insert(
                     key.clone(),
-                    Entry { pod, attempts: 0, place: Place::InFlight, generation: 0, moved_while_in_flight: false, last_message: None },
+                    Entry {
+                        pod,
+                        attempts: 0,
+                        place: Place::InFlight,
+                        generation: 0,
+                        moved_while_in_flight: false,
+                        last_message: None,
+                    },
                 );
                 self.activate(&key);
             }

@@ -95,7 +95,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let node_api: Api<Node> = Api::all(client.clone());
     let ready = |n: &Node| {
-        n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
     loop {
         let list = node_api.list(&ListParams::default()).await?;
@@ -108,7 +111,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     f.nodes_ready_s = started.elapsed().as_secs_f64();
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "density"}}))?).await?;
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "density"}}))?)
+        .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "density");
     let seen = Arc::new(Mutex::new(Seen::default()));
 

@@ -90,7 +90,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&f)?);
     } else {
         println!("{:<36} {:>12} {:>14}", "", "rkube", "target");
-        println!("{:<36} {:>12.0} {:>14}", format!("basic pods/s, {} nodes", args.nodes), f.basic_pods_per_s, ">= 10000");
+        println!(
+            "{:<36} {:>12.0} {:>14}",
+            format!("basic pods/s, {} nodes", args.nodes),
+            f.basic_pods_per_s,
+            ">= 10000"
+        );
         println!("{:<36} {:>12.0} {:>14}", "anti-affinity pods/s", f.anti_affinity_pods_per_s, ">= 1000");
         println!("(upstream's CI thresholds on larger machines: 810 and 60 pods/s)");
     }
@@ -147,7 +152,9 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
             .try_collect::<Vec<_>>()
             .await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "bench"}}))?).await?;
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "bench"}}))?)
+            .await?;
         let pod_api: Api<Pod> = Api::namespaced(client.clone(), "bench");
         futures::stream::iter(0..pods)
             .map(|i| {
@@ -198,5 +205,13 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
     let seconds = started.elapsed().as_secs_f64();
     let rss_mb = proc_field(server.child.id(), "status", "VmHWM").unwrap_or(0) as f64 / 1024.0;
     let first = first_bound.unwrap_or(0.0);
-    Ok(Case { kind, pods, pods_per_s: pods as f64 / seconds, seconds, first_bound_s: first, steady_pods_per_s: pods as f64 / (seconds - first).max(1e-3), rss_mb })
+    Ok(Case {
+        kind,
+        pods,
+        pods_per_s: pods as f64 / seconds,
+        seconds,
+        first_bound_s: first,
+        steady_pods_per_s: pods as f64 / (seconds - first).max(1e-3),
+        rss_mb,
+    })
 }

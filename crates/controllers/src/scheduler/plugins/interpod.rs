@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{PodAffinityTerm, WeightedPodAffinityTerm};
 
 use crate::labels;
 use crate::scheduler::framework::{
-    CycleState, Filter, MAX_NODE_SCORE, NodeInfo, NodeLookup, Plugin, PodInfo, PreFilter, PreScore, Score, Snapshot, Status,
+    CycleState, Filter, MAX_NODE_SCORE, NodeInfo, NodeLookup, Plugin, PodInfo, PreFilter, PreScore, Score, Snapshot,
+    Status,
 };
 use crate::scheduler::index::AffinityIndex;
 
@@ -60,8 +61,12 @@ fn preferred(pod: &PodInfo) -> (&[WeightedPodAffinityTerm], &[WeightedPodAffinit
 pub fn term_matches(term: &PodAffinityTerm, owner_namespace: &str, pod: &PodInfo) -> bool {
     let listed = term.namespaces.as_deref().unwrap_or_default();
     let in_namespace = match &term.namespace_selector {
-        Some(s) if s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && s.match_expressions.as_ref().is_none_or(|m| m.is_empty()) => true,
+        Some(s)
+            if s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|m| m.is_empty()) =>
+        {
+            true
+        }
         Some(_) => listed.contains(&pod.namespace),
         None if listed.is_empty() => pod.namespace == owner_namespace,
         None => listed.contains(&pod.namespace),
@@ -220,7 +225,9 @@ impl Filter for InterPodAffinity {
             let placed = affinity.iter().all(|t| has_pair(&s.affinity, &t.topology_key, node));
             // The first pod of a group that selects itself may go anywhere with the keys.
             let first = s.affinity.is_empty()
-                && affinity.iter().all(|t| term_matches(t, &pod.namespace, pod) && node.labels.contains_key(&t.topology_key));
+                && affinity
+                    .iter()
+                    .all(|t| term_matches(t, &pod.namespace, pod) && node.labels.contains_key(&t.topology_key));
             if !placed && !first {
                 return Status::unresolvable("node(s) didn't match pod affinity rules");
             }
@@ -288,11 +295,7 @@ impl PreScore for InterPodAffinity {
 impl Score for InterPodAffinity {
     fn score(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> i64 {
         let Some(s) = state.read::<ScoreState>("InterPodAffinity/score") else { return 0 };
-        s.by_pair
-            .iter()
-            .filter(|((key, value), _)| node.labels.get(key) == Some(value))
-            .map(|(_, weight)| weight)
-            .sum()
+        s.by_pair.iter().filter(|((key, value), _)| node.labels.get(key) == Some(value)).map(|(_, weight)| weight).sum()
     }
     fn normalize(&self, scores: &mut [i64]) {
         let (min, max) = (scores.iter().copied().min().unwrap_or(0), scores.iter().copied().max().unwrap_or(0));

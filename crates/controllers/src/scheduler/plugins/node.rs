@@ -47,11 +47,8 @@ impl Filter for NodeUnschedulable {
             return Status::success();
         }
         // A pod that tolerates the taint cordoning stands for may still go there.
-        let cordon = Taint {
-            key: "node.kubernetes.io/unschedulable".into(),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        };
+        let cordon =
+            Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
         if pod.spec().tolerations.iter().flatten().any(|t| tolerates(t, &cordon)) {
             return Status::success();
         }
@@ -188,8 +185,10 @@ impl Score for TaintToleration {
     /// The number of PreferNoSchedule taints the pod does not tolerate: fewer is better.
     fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let tolerations = pod.spec().tolerations.as_deref().unwrap_or_default();
-        let prefer: Vec<&Toleration> =
-            tolerations.iter().filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")).collect();
+        let prefer: Vec<&Toleration> = tolerations
+            .iter()
+            .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+            .collect();
         node.taints
             .iter()
             .filter(|taint| taint.effect == "PreferNoSchedule" && !prefer.iter().any(|t| tolerates(t, taint)))

@@ -88,7 +88,9 @@ impl Filter for PodTopologySpread {
     fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
         for spread in state.read::<Vec<Spread>>(KEY).into_iter().flatten() {
             let Some(domain) = node.labels.get(&spread.key) else {
-                return Status::unresolvable("node(s) didn't match pod topology spread constraints (missing required label)");
+                return Status::unresolvable(
+                    "node(s) didn't match pod topology spread constraints (missing required label)",
+                );
             };
             let skew = spread.counts.get(domain).copied().unwrap_or(0) + spread.self_match - spread.min;
             if skew > spread.max_skew {

@@ -25,7 +25,10 @@ fn pod_labelled(name: &str, labels: Value, mut spec: Value) -> PodInfo {
 }
 
 fn requesting(name: &str, cpu: &str, memory: &str) -> PodInfo {
-    pod(name, json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}))
+    pod(
+        name,
+        json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}),
+    )
 }
 
 fn node(name: &str, labels: Value, spec: Value) -> NodeInfo {
@@ -69,7 +72,10 @@ fn node_name_and_unschedulable() {
     );
     let cordoned = node("n1", json!({}), json!({"unschedulable": true}));
     assert!(!fits("NodeUnschedulable", &pod("p", json!({})), &cordoned));
-    let tolerant = pod("p", json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}));
+    let tolerant = pod(
+        "p",
+        json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}),
+    );
     assert!(fits("NodeUnschedulable", &tolerant, &cordoned));
 }
 
@@ -89,20 +95,32 @@ fn resources_fit_counts_requests_and_pods() {
     assert!(n.remove_pod("uid-d").is_some());
     assert!(fits("NodeResourcesFit", &pod("e", json!({})), &n));
     // Init containers count at their peak, not summed with the app containers.
-    let init = pod("i", json!({
-        "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {"cpu": "2"}}}],
-        "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}],
-    }));
+    let init = pod(
+        "i",
+        json!({
+            "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {"cpu": "2"}}}],
+            "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}],
+        }),
+    );
     assert_eq!(init.requests.milli_cpu, 2000);
 }
 
 #[test]
 fn affinity_selector_and_taints() {
-    let n = node("n1", json!({"disk": "ssd", "zone": "a"}), json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}));
+    let n = node(
+        "n1",
+        json!({"disk": "ssd", "zone": "a"}),
+        json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}),
+    );
     assert!(fits("NodeAffinity", &pod("p", json!({"nodeSelector": {"disk": "ssd"}})), &n));
     assert!(!fits("NodeAffinity", &pod("p", json!({"nodeSelector": {"disk": "hdd"}})), &n));
-    let affinity = |op: &str| pod("p", json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}]}}}}));
+    let affinity = |op: &str| {
+        pod(
+            "p",
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}]}}}}),
+        )
+    };
     assert!(fits("NodeAffinity", &affinity("In"), &n));
     assert!(!fits("NodeAffinity", &affinity("NotIn"), &n));
     assert_eq!(
@@ -114,13 +132,22 @@ fn affinity_selector_and_taints() {
     assert!(fits("TaintToleration", &tolerate(json!({"key": "gpu", "operator": "Exists"})), &n));
     assert!(fits("TaintToleration", &tolerate(json!({"operator": "Exists"})), &n));
     assert!(!fits("TaintToleration", &tolerate(json!({"key": "gpu", "value": "no"})), &n));
-    assert!(!fits("TaintToleration", &tolerate(json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"})), &n));
+    assert!(!fits(
+        "TaintToleration",
+        &tolerate(json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"})),
+        &n
+    ));
 }
 
 #[test]
 fn host_ports_clash() {
     let mut n = node("n1", json!({}), json!({}));
-    let web = |name: &str, ip: &str| pod(name, json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": ip}]}]}));
+    let web = |name: &str, ip: &str| {
+        pod(
+            name,
+            json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": ip}]}]}),
+        )
+    };
     n.add_pod(Arc::new(web("a", "10.0.0.1")));
     assert!(!fits("NodePorts", &web("b", ""), &n));
     assert!(!fits("NodePorts", &web("b", "10.0.0.1"), &n));
@@ -128,8 +155,12 @@ fn host_ports_clash() {
 }
 
 fn anti(name: &str, app: &str) -> PodInfo {
-    pod_labelled(name, json!({"app": app}), json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}}}))
+    pod_labelled(
+        name,
+        json!({"app": app}),
+        json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+    )
 }
 
 #[test]
@@ -154,8 +185,14 @@ fn inter_pod_anti_affinity_both_ways() {
 
 #[test]
 fn inter_pod_affinity_follows_its_group() {
-    let with_cache = |name: &str| pod_labelled(name, json!({"app": "web"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}]}}}));
+    let with_cache = |name: &str| {
+        pod_labelled(
+            name,
+            json!({"app": "web"}),
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}]}}}),
+        )
+    };
     let mut a = node("n1", json!({"zone": "a"}), json!({}));
     let b = node("n2", json!({"zone": "b"}), json!({}));
     // No cache pod anywhere, and the pod does not select itself: nowhere fits.
@@ -167,8 +204,14 @@ fn inter_pod_affinity_follows_its_group() {
 
 #[test]
 fn topology_spread_keeps_skew() {
-    let spread = |name: &str| pod_labelled(name, json!({"app": "web"}), json!({"topologySpreadConstraints": [
-        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]}));
+    let spread = |name: &str| {
+        pod_labelled(
+            name,
+            json!({"app": "web"}),
+            json!({"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+        )
+    };
     let mut a = node("n1", json!({"zone": "a"}), json!({}));
     let b = node("n2", json!({"zone": "b"}), json!({}));
     let bare = node("n3", json!({}), json!({}));
@@ -178,7 +221,10 @@ fn topology_spread_keeps_skew() {
     assert_eq!(filter("PodTopologySpread", &spread("y"), &b, &nodes).0, Code::Success);
     assert_eq!(
         filter("PodTopologySpread", &spread("y"), &bare, &nodes),
-        (Code::UnschedulableAndUnresolvable, vec!["node(s) didn't match pod topology spread constraints (missing required label)".to_owned()])
+        (
+            Code::UnschedulableAndUnresolvable,
+            vec!["node(s) didn't match pod topology spread constraints (missing required label)".to_owned()]
+        )
     );
 }
 
