@@ -23,7 +23,7 @@ use crate::Error;
 use crate::deployment::{resolve, semantic, template_hash};
 use crate::events::{Recorder, Type};
 use crate::labels;
-use crate::replicaset::{controller_of, is_available, owner_reference, pod_from_template, ready_since};
+use crate::replicaset::{claim, is_available, owner_reference, pod_from_template, ready_since};
 use crate::scheduler::plugins::node::tolerates;
 use crate::statefulset::REVISION_LABEL;
 
@@ -154,14 +154,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let revision = template_hash(&spec.template, ds.status.as_ref().and_then(|s| s.collision_count));
     let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = ds.uid().unwrap_or_default();
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&labels::to_query(&spec.selector)))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
-        .collect();
+    let pods = claim(&pods_api, &spec.selector, &owner_reference(ds.as_ref())).await?;
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in &pods {
         if let Some(node) = node_of(pod) {

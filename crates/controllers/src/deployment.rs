@@ -11,10 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -22,8 +22,7 @@ use serde_json::json;
 
 use crate::Error;
 use crate::events::{Recorder, Type};
-use crate::labels;
-use crate::replicaset::{controller_of, owner_reference};
+use crate::replicaset::{claim, controller_of, owner_reference};
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -196,34 +195,6 @@ pub fn rolling_targets(want: i32, surge: i32, unavailable: i32, sets: &[ReplicaS
     targets
 }
 
-async fn claim_sets(
-    client: &Client,
-    d: &Deployment,
-    namespace: &str,
-    selector: &LabelSelector,
-) -> Result<Vec<ReplicaSet>, Error> {
-    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let owner = owner_reference(d);
-    let listed = api.list(&ListParams::default().labels(&labels::to_query(selector))).await?;
-    let mut owned = Vec::new();
-    for rs in listed.items {
-        match controller_of(&rs.metadata) {
-            Some(r) if r.uid == owner.uid => owned.push(rs),
-            Some(_) => {}
-            None if rs.metadata.deletion_timestamp.is_none() => {
-                let mut references = rs.metadata.owner_references.clone().unwrap_or_default();
-                references.push(owner.clone());
-                let patch = json!({"metadata": {"ownerReferences": references, "uid": rs.uid()}});
-                if let Ok(adopted) = api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-                    owned.push(adopted);
-                }
-            }
-            None => {}
-        }
-    }
-    Ok(owned)
-}
-
 fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.annotations()
         .iter()
@@ -241,7 +212,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
     let spec = d.spec.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1);
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut sets = claim_sets(&ctx.client, &d, &namespace, &spec.selector).await?;
+    let mut sets = claim(&rs_api, &spec.selector, &owner_reference(d.as_ref())).await?;
     sets.retain(|rs| rs.metadata.deletion_timestamp.is_none());
     let template = without_hash(Some(&spec.template));
     let max_revision = sets.iter().map(revision).max().unwrap_or(0);

@@ -116,27 +116,25 @@ pub fn deletion_order(pods: &mut [Pod]) {
     pods.sort_by_cached_key(rank);
 }
 
-/// Lists the pods in `namespace` matching `selector`, adopts orphans among them for `owner`
-/// (through `adopt`), and returns the ones it controls.
-pub async fn claim_pods(
-    client: &Client,
-    namespace: &str,
-    selector: &LabelSelector,
-    owner: &OwnerReference,
-) -> Result<Vec<Pod>, Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let listed = pods.list(&ListParams::default().labels(&labels::to_query(selector))).await?;
+/// Lists the objects `api` serves that match `selector`, adopts orphans among them for
+/// `owner`, and returns the ones it controls, as upstream's ControllerRefManager does. Objects
+/// another controller owns, and orphans being deleted, are left alone.
+pub async fn claim<K>(api: &Api<K>, selector: &LabelSelector, owner: &OwnerReference) -> Result<Vec<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let listed = api.list(&ListParams::default().labels(&labels::to_query(selector))).await?;
     let mut owned = Vec::new();
-    for pod in listed.items {
-        match controller_of(&pod.metadata) {
-            Some(r) if r.uid == owner.uid => owned.push(pod),
+    for object in listed.items {
+        match controller_of(object.meta()) {
+            Some(r) if r.uid == owner.uid => owned.push(object),
             Some(_) => {}
-            None if pod.metadata.deletion_timestamp.is_none() => {
-                // An orphan that matches: adopt it, as upstream's ControllerRefManager does.
-                let mut references = pod.metadata.owner_references.clone().unwrap_or_default();
+            None if object.meta().deletion_timestamp.is_none() => {
+                let mut references = object.owner_references().to_vec();
                 references.push(owner.clone());
-                let patch = json!({"metadata": {"ownerReferences": references, "uid": pod.uid()}});
-                match pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                // The uid makes the adoption a no-op on an object recreated under the name.
+                let patch = json!({"metadata": {"ownerReferences": references, "uid": object.uid()}});
+                match api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
                     Ok(adopted) => owned.push(adopted),
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {}
                     Err(e) => return Err(e.into()),
@@ -146,6 +144,16 @@ pub async fn claim_pods(
         }
     }
     Ok(owned)
+}
+
+/// [`claim`] for the pods of a namespace.
+pub async fn claim_pods(
+    client: &Client,
+    namespace: &str,
+    selector: &LabelSelector,
+    owner: &OwnerReference,
+) -> Result<Vec<Pod>, Error> {
+    claim(&Api::namespaced(client.clone(), namespace), selector, owner).await
 }
 
 /// A pod from a template, named after and owned by its controller.

@@ -24,7 +24,7 @@ use crate::Error;
 use crate::deployment::{semantic, template_hash};
 use crate::events::{Recorder, Type};
 use crate::labels;
-use crate::replicaset::{controller_of, is_available, owner_reference, pod_from_template, ready_since};
+use crate::replicaset::{claim, controller_of, is_available, owner_reference, pod_from_template, ready_since};
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -168,13 +168,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
     let spec = sts.spec.clone().unwrap_or_default();
     let update_revision = revision(&ctx, &sts, &namespace).await?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = pods_api.list(&ListParams::default().labels(&labels::to_query(&spec.selector))).await?.items;
-    let uid = sts.uid().unwrap_or_default();
-    let mut pods: BTreeMap<i32, Pod> = listed
-        .into_iter()
-        .filter(|p| controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
-        .filter_map(|p| Some((ordinal(&set, &p.name_any())?, p)))
-        .collect();
+    let claimed = claim(&pods_api, &spec.selector, &owner_reference(sts.as_ref())).await?;
+    let mut pods: BTreeMap<i32, Pod> =
+        claimed.into_iter().filter_map(|p| Some((ordinal(&set, &p.name_any())?, p))).collect();
     let want = spec.replicas.unwrap_or(1).max(0);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
     let partition =
