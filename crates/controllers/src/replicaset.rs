@@ -1,4 +1,5 @@
-//! The ReplicaSet controller: keeps `spec.replicas` pods that match the selector, adopting
+//! The ReplicaSet controller, which also runs ReplicationControllers (the same logic over a
+//! map selector): keeps `spec.replicas` pods that match the selector, adopting
 //! orphans that match, creating from the template in slow-start batches, deleting the least
 //! valuable first, and reporting counts in status.
 //!
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -32,19 +33,23 @@ struct Context {
 }
 
 pub async fn run(client: Client) {
-    let context = Arc::new(Context {
-        recorder: Recorder::start(client.clone(), "replicaset-controller"),
-        client: client.clone(),
-    });
-    Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
+    tokio::join!(
+        run_for::<ReplicaSet>(client.clone(), "replicaset-controller"),
+        run_for::<ReplicationController>(client, "replication-controller"),
+    );
+}
+
+async fn run_for<K: Replicated>(client: Client, component: &'static str) {
+    let context = Arc::new(Context { recorder: Recorder::start(client.clone(), component), client: client.clone() });
+    Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, error_policy, context)
+        .run(reconcile::<K>, error_policy::<K>, context)
         .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!("replicaset {}: {error}", rs.name_any());
+fn error_policy<K: Replicated>(owner: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::debug!("{} {}: {error}", K::kind(&()), owner.name_any());
     Action::requeue(Duration::from_secs(2))
 }
 
@@ -215,22 +220,74 @@ pub async fn create_pods(
     Ok(created)
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if rs.metadata.deletion_timestamp.is_some() {
+/// What the replica logic needs of its owner, a ReplicaSet or a ReplicationController.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + k8s_openapi::serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// (selector, replicas, template, minReadySeconds).
+    fn desired(&self) -> (LabelSelector, i32, PodTemplateSpec, i32);
+    /// The current status, as JSON.
+    fn status(&self) -> serde_json::Value;
+}
+
+impl Replicated for ReplicaSet {
+    fn desired(&self) -> (LabelSelector, i32, PodTemplateSpec, i32) {
+        let spec = self.spec.clone().unwrap_or_default();
+        (
+            spec.selector,
+            spec.replicas.unwrap_or(1),
+            spec.template.unwrap_or_default(),
+            spec.min_ready_seconds.unwrap_or(0),
+        )
+    }
+    fn status(&self) -> serde_json::Value {
+        json!(self.status)
+    }
+}
+
+impl Replicated for ReplicationController {
+    fn desired(&self) -> (LabelSelector, i32, PodTemplateSpec, i32) {
+        let spec = self.spec.clone().unwrap_or_default();
+        // An RC's selector is a plain map; upstream defaults it to the template's labels.
+        let template = spec.template.unwrap_or_default();
+        let labels = spec.selector.or_else(|| template.metadata.as_ref().and_then(|m| m.labels.clone()));
+        let selector = LabelSelector { match_labels: labels, match_expressions: None };
+        (selector, spec.replicas.unwrap_or(1), template, spec.min_ready_seconds.unwrap_or(0))
+    }
+    fn status(&self) -> serde_json::Value {
+        json!(self.status)
+    }
+}
+
+async fn reconcile<K: Replicated>(owner_object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if owner_object.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = rs.namespace().unwrap_or_default();
-    let spec = rs.spec.clone().unwrap_or_default();
-    let owner = owner_reference(rs.as_ref());
-    let pods = claim_pods(&ctx.client, &namespace, &spec.selector, &owner).await?;
+    let namespace = owner_object.namespace().unwrap_or_default();
+    let (selector, replicas, template, min_ready) = owner_object.desired();
+    // An empty selector would claim every pod in the namespace; validation refuses it, and
+    // so does this loop.
+    if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    {
+        return Ok(Action::await_change());
+    }
+    let owner = owner_reference(owner_object.as_ref());
+    let pods = claim_pods(&ctx.client, &namespace, &selector, &owner).await?;
     let mut active: Vec<Pod> = pods.iter().filter(|p| is_active(p)).cloned().collect();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let want = replicas.max(0) as usize;
     let mut failure = None;
     if active.len() < want {
-        let template = spec.template.clone().unwrap_or_default();
         let pod = pod_from_template(&template, &owner, &namespace);
         let missing = (want - active.len()).min(BURST);
-        if let Err(e) = create_pods(&ctx.client, &namespace, &pod, missing, &ctx.recorder, rs.as_ref()).await {
+        if let Err(e) = create_pods(&ctx.client, &namespace, &pod, missing, &ctx.recorder, owner_object.as_ref()).await
+        {
             failure = Some(e);
         }
     } else if active.len() > want {
@@ -242,7 +299,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
         for (pod, result) in surplus.iter().zip(futures::future::join_all(deletes).await) {
             match result {
                 Ok(_) => ctx.recorder.record(
-                    rs.as_ref(),
+                    owner_object.as_ref(),
                     Type::Normal,
                     "SuccessfulDelete",
                     "Delete",
@@ -253,26 +310,22 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
             }
         }
     }
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
     let counted: Vec<&Pod> = pods.iter().filter(|p| is_active(p)).collect();
-    let template_labels =
-        spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-    let status = ReplicaSetStatus {
-        replicas: counted.len() as i32,
-        fully_labeled_replicas: Some(
-            counted.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count() as i32,
-        ),
-        ready_replicas: Some(counted.iter().filter(|p| ready_since(p).is_some()).count() as i32),
-        available_replicas: Some(counted.iter().filter(|p| is_available(p, min_ready, now)).count() as i32),
-        observed_generation: rs.metadata.generation,
-        conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
-        terminating_replicas: None,
-    };
-    if rs.status.as_ref() != Some(&status) {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let template_labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let current = owner_object.status();
+    let status = json!({
+        "replicas": counted.len(),
+        "fullyLabeledReplicas": counted.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count(),
+        "readyReplicas": counted.iter().filter(|p| ready_since(p).is_some()).count(),
+        "availableReplicas": counted.iter().filter(|p| is_available(p, min_ready, now)).count(),
+        "observedGeneration": owner_object.meta().generation,
+        "conditions": current["conditions"],
+    });
+    if crate::deployment::semantic(current) != crate::deployment::semantic(status.clone()) {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({"status": status});
-        api.patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        api.patch_status(&owner_object.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     if let Some(e) = failure {
         return Err(e);

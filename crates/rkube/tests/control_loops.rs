@@ -343,6 +343,16 @@ spec:
     metadata: {labels: {app: agent}}
     spec: {containers: [{name: c, image: busybox}]}
 ---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  selector: {app: legacy}
+  template:
+    metadata: {labels: {app: legacy}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata: {name: db}
@@ -417,6 +427,17 @@ spec:
     let reasons: Vec<&str> =
         failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
     assert!(reasons.contains(&"BackoffLimitExceeded"), "{failed}");
+
+    // A ReplicationController keeps its count, as a ReplicaSet does.
+    eventually(
+        Duration::from_secs(20),
+        || pods(&server, "app=legacy"),
+        |p| p.len() == 2 && p.iter().all(|(phase, _)| phase == "Running"),
+    );
+    server.ok(KUBECTL_OLD, &["scale", "rc", "legacy", "--replicas=1"]);
+    eventually(Duration::from_secs(20), || pods(&server, "app=legacy").len(), |n| *n == 1);
+    let rc = json(&server, &["get", "rc", "legacy"]);
+    assert_eq!(rc["status"]["readyReplicas"], 1, "{rc}");
 
     // Every new namespace gets a default service account.
     server.ok(KUBECTL, &["create", "namespace", "fresh"]);
