@@ -227,11 +227,16 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let rolling =
         spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
     if rolling {
+        // Upstream's default is one pod, not one percent.
+        let one = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
         let max_unavailable = resolve(
-            spec.update_strategy
-                .as_ref()
-                .and_then(|u| u.rolling_update.as_ref())
-                .and_then(|r| r.max_unavailable.as_ref()),
+            Some(
+                spec.update_strategy
+                    .as_ref()
+                    .and_then(|u| u.rolling_update.as_ref())
+                    .and_then(|r| r.max_unavailable.as_ref())
+                    .unwrap_or(&one),
+            ),
             "1",
             desired,
             true,
