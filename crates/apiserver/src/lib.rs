@@ -80,7 +80,9 @@ impl Server {
         };
         pki::write_file(&config.data_dir.join("kubeconfig"), pki.admin_kubeconfig(&url).as_bytes(), true)?;
 
-        let state = api::State::new(store, config.service_cidr);
+        let client = pki::kubelet_client(&config.data_dir)?;
+        let kubelet = api::nodeproxy::KubeletClient::new(&pki.ca_cert, &client.cert, &client.key)?;
+        let state = api::State::new(store, config.service_cidr, Some(kubelet));
         api::ensure_system_objects(&state, addr.port()).await?;
         let router = api::router(state).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
         let mut tasks = JoinSet::new();

@@ -158,6 +158,81 @@ fn create(extra_sans: &[IpAddr]) -> Result<(Pki, String), Error> {
     ))
 }
 
+/// The identity the API server uses toward node agents (for logs, exec, port-forward), as
+/// upstream's `--kubelet-client-certificate`.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+/// A certificate and its key, in PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Loads `pki/NAME.crt` and `.key`, or issues them from the cluster CA when missing.
+fn load_or_issue(
+    data_dir: &Path,
+    file: &str,
+    params: impl FnOnce() -> Result<CertificateParams, Error>,
+) -> Result<Issued, Error> {
+    let dir = data_dir.join("pki");
+    let (cert_path, key_path) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
+    if let (Ok(cert), Ok(key)) = (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path)) {
+        return Ok(Issued { cert, key });
+    }
+    let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())));
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(pki_error)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.crt"))?, ca_key).map_err(pki_error)?;
+    let key = KeyPair::generate().map_err(pki_error)?;
+    let mut params = params()?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    let cert = params.signed_by(&key, &issuer).map_err(pki_error)?;
+    let issued = Issued { cert: cert.pem(), key: key.serialize_pem() };
+    write_file(&key_path, issued.key.as_bytes(), true)?;
+    write_file(&cert_path, issued.cert.as_bytes(), false)?;
+    Ok(issued)
+}
+
+/// The API server's client certificate toward node agents.
+pub fn kubelet_client(data_dir: &Path) -> Result<Issued, Error> {
+    load_or_issue(data_dir, "apiserver-kubelet-client", || {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(KUBELET_CLIENT_CN, Some(ADMIN_GROUP));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        Ok(params)
+    })
+}
+
+/// A node agent's serving certificate for its node API, for the node's name and addresses;
+/// reissued when they change.
+pub fn node_serving(data_dir: &Path, node: &str, ips: &[IpAddr]) -> Result<Issued, Error> {
+    let file = format!("node-{node}");
+    let dir = data_dir.join("pki");
+    let stamp_path = dir.join(format!("{file}.sans"));
+    let stamp = format!("{node} {ips:?}");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s != stamp) {
+        let _ = std::fs::remove_file(dir.join(format!("{file}.crt")));
+    }
+    let issued = load_or_issue(data_dir, &file, || {
+        let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
+        let mut sans = vec![SanType::DnsName(node.to_owned().try_into().map_err(pki_error)?)];
+        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        Ok(params)
+    })?;
+    write_file(&stamp_path, stamp.as_bytes(), false)?;
+    Ok(issued)
+}
+
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -198,6 +273,24 @@ mod tests {
         assert_eq!(first.admin_key, again.admin_key);
         let mode = std::fs::metadata(dir.path().join("pki/ca.key")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    }
+
+    #[test]
+    fn node_certificates_are_issued_by_the_cluster_ca_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let client = kubelet_client(dir.path()).unwrap();
+        assert_eq!(kubelet_client(dir.path()).unwrap().cert, client.cert);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let serving = node_serving(dir.path(), "node-a", &[ip]).unwrap();
+        assert_eq!(node_serving(dir.path(), "node-a", &[ip]).unwrap().cert, serving.cert);
+        let moved = node_serving(dir.path(), "node-a", &["192.0.2.10".parse().unwrap()]).unwrap();
+        assert_ne!(moved.cert, serving.cert, "a new address gets a new certificate");
+        let der = rustls_pemfile::certs(&mut moved.cert.as_bytes()).next().unwrap().unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_der = rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()).next().unwrap().unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca.subject());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod job;
 pub mod labels;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod quota;
 pub mod replicaset;
@@ -50,6 +51,8 @@ pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
 pub struct Config {
     pub election: leader::Config,
     pub node_lifecycle: nodelifecycle::Config,
+    /// Where nodes' podCIDRs come from.
+    pub cluster_cidr: nodeipam::ClusterCidr,
 }
 
 /// The running loops; dropping it stops them.
@@ -68,6 +71,7 @@ impl Controllers {
         }));
         let c = client.clone();
         let lifecycle = config.node_lifecycle.clone();
+        let cluster_cidr = config.cluster_cidr;
         tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
             let (c, lifecycle) = (c.clone(), lifecycle.clone());
             async move {
@@ -77,6 +81,7 @@ impl Controllers {
                     replicaset::run(c.clone()),
                     deployment::run(c.clone()),
                     nodelifecycle::run(c.clone(), lifecycle),
+                    nodeipam::run(c.clone(), cluster_cidr),
                     job::run(c.clone()),
                     cronjob::run(c.clone()),
                     statefulset::run(c.clone()),

@@ -1,6 +1,8 @@
-//! `rkube`: one binary for the whole cluster: `server` runs the control plane, `bench` the
-//! side-by-side benchmarks. The agent and other subcommands arrive with their issues.
+//! `rkube`: one binary for the whole cluster: `server` runs the control plane and its own
+//! node, `images` loads images into the node, `killall` stops what a node runs, and `bench`
+//! runs the side-by-side benchmarks.
 
+mod agent;
 mod bench;
 mod server;
 
@@ -20,6 +22,16 @@ struct Cli {
 enum Command {
     /// Runs the control plane: the API server in front of the cluster store.
     Server(server::Args),
+    /// Images on this node, for clusters without a registry.
+    Images {
+        #[command(subcommand)]
+        which: agent::Images,
+    },
+    /// Stops every pod this node runs, and its containerd (like k3s-killall.sh).
+    Killall {
+        #[arg(long, default_value = "/var/lib/rkube")]
+        data_dir: std::path::PathBuf,
+    },
     /// Benchmarks that compare rkube side by side with what it replaces.
     Bench {
         #[command(subcommand)]
@@ -38,6 +50,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Bench { which } => bench::run(which).await,
+            Command::Images { which } => agent::images(which).await,
+            Command::Killall { data_dir } => agent::killall(&data_dir).await,
         }
     });
     // A task that does not stop promptly must not keep the process alive after SIGTERM.

@@ -43,11 +43,14 @@ pub struct Args {
     /// in seconds (upstream's --node-monitor-grace-period).
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
-    /// Runs the control plane only, with no node agent in this process. Accepted today for
-    /// scripts that will use it: the node agent (issue 5) is not built yet, so the server
-    /// never runs one.
+    /// Runs the control plane only, with no node agent in this process.
     #[arg(long)]
     no_agent: bool,
+    /// The IPv4 range pods' IPs come from; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: rkube_controllers::nodeipam::ClusterCidr,
+    #[command(flatten)]
+    agent: crate::agent::NodeArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -64,9 +67,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         StoreKind::Etcd => Backend::Etcd { endpoints: args.etcd_endpoints.clone() },
     };
-    if !args.no_agent {
-        tracing::info!("no node agent runs in this server yet: this is a control plane without nodes");
-    }
     let mut simulated = rkube_controllers::simulated::Config::new(args.simulated_nodes);
     if let Some(capacity) = &args.simulated_node_capacity {
         simulated.set_capacity(capacity).map_err(|e| anyhow::anyhow!("--simulated-node-capacity: {e}"))?;
@@ -94,13 +94,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // admin).
     let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
-    let mut loops = rkube_controllers::Config::default();
+    let mut loops = rkube_controllers::Config { cluster_cidr: args.cluster_cidr, ..Default::default() };
     loops.node_lifecycle.grace_period = std::time::Duration::from_secs(args.node_monitor_grace_period);
     loops.node_lifecycle.monitor_period =
         loops.node_lifecycle.monitor_period.min(loops.node_lifecycle.grace_period / 2);
     let controllers = (!args.no_controllers).then(|| rkube_controllers::Controllers::start(client.clone(), loops));
     let simulated_nodes =
-        (simulated.count > 0).then(|| tokio::spawn(rkube_controllers::simulated::run(client, simulated)));
+        (simulated.count > 0).then(|| tokio::spawn(rkube_controllers::simulated::run(client.clone(), simulated)));
+    // The server's own node: a one-node cluster out of the box, as k3s runs one.
+    let agent = match args.no_agent {
+        true => None,
+        false => {
+            let mut config = args.agent.server_config(&args.data_dir)?;
+            config.labels.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
+            Some(rkube_agent::Agent::start(client, config))
+        }
+    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         () = server.wait() => anyhow::bail!("the API server stopped"),
@@ -108,6 +117,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     drop(controllers);
+    if let Some(agent) = agent {
+        agent.stop().await;
+    }
     if let Some(nodes) = simulated_nodes {
         nodes.abort();
     }

@@ -27,7 +27,7 @@ fn write_manifest(dir: &Path, name: &str, value: &str) -> String {
 #[test]
 fn version_discovery_and_namespaces() {
     let dir = tempfile::tempdir().unwrap();
-    // The control plane alone, as `--no-agent` asks (there is no node agent yet either way).
+    // The control plane alone, as `--no-agent` asks.
     let server = ServerProcess::start_with(dir.path(), &["--no-agent"]);
     for kubectl in KUBECTLS {
         let version: serde_json::Value = serde_json::from_str(&server.ok(kubectl, &["version", "-o", "json"])).unwrap();

@@ -107,6 +107,7 @@ fn subresource_facts(
         Subresource::Binding => ("", "v1", "Binding", &["create"]),
         Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
         Subresource::Finalize => ("", "v1", "Namespace", &["update"]),
+        Subresource::Log => ("", "v1", "Pod", &["get"]),
     }
 }
 

@@ -64,6 +64,8 @@ pub(super) enum Subresource {
     Eviction,
     /// namespaces/finalize: the namespace controller's removal of spec.finalizers.
     Finalize,
+    /// pods/log: container logs, proxied to the node agent.
+    Log,
 }
 
 impl Subresource {
@@ -74,6 +76,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
+            Subresource::Log => "log",
         }
     }
 }
@@ -205,7 +208,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     kind!("", "v1", "pods", "pod", "Pod", k8s::core::v1::Pod, {
         field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
-        short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction], generation: true,
+        short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction, Log], generation: true,
         defaults: defaults::pod, validate: validate::pod, check_update: validate::pod_update,
         columns: printers::POD,
     }),

@@ -27,6 +27,7 @@ mod deletion;
 mod discovery;
 mod kinds;
 mod metrics;
+pub mod nodeproxy;
 mod objects;
 mod openapi;
 mod printers;
@@ -53,15 +54,18 @@ pub struct State {
     services: services::Ranges,
     metrics: metrics::Metrics,
     watches: watchcache::WatchCache,
+    /// For the pods' log subresource; None where no node agent can be reached.
+    kubelet: Option<nodeproxy::KubeletClient>,
 }
 
 impl State {
-    pub fn new(store: Store, service_cidr: services::Cidr) -> State {
+    pub fn new(store: Store, service_cidr: services::Cidr, kubelet: Option<nodeproxy::KubeletClient>) -> State {
         State {
             store,
             services: services::Ranges::new(service_cidr),
             metrics: metrics::Metrics::default(),
             watches: watchcache::WatchCache::default(),
+            kubelet,
         }
     }
 }
@@ -255,6 +259,9 @@ async fn serve(
                 get_object(&state.store, kind, ns, name).await?
             };
             Ok(json(as_table_if(kind, object, &list()?, &headers)))
+        }
+        (&Method::GET, Some(name), Some(Subresource::Log)) => {
+            nodeproxy::pod_log(state, ns.unwrap_or_default(), name, &uri).await
         }
         (&Method::GET, Some(name), Some(Subresource::Scale)) => {
             Ok(json(scale_of(kind, &get_object(&state.store, kind, ns, name).await?)))

@@ -3,6 +3,7 @@
 
 mod api;
 mod density;
+mod pods;
 mod scheduler;
 mod store;
 
@@ -22,6 +23,8 @@ pub enum Which {
     Scheduler(scheduler::Args),
     /// 150,000 pods on 5,000 simulated nodes in one server, until all are Running.
     Density(density::Args),
+    /// Pod start-up on one real node against the same containers started straight through CRI.
+    Pods(pods::Args),
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
@@ -30,12 +33,15 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Api(args) => api::run(args).await,
         Which::Scheduler(args) => scheduler::run(args).await,
         Which::Density(args) => density::run(args).await,
+        Which::Pods(args) => pods::run(args).await,
     }
 }
 
 pub(super) struct ServerProcess {
     pub child: Child,
     kubeconfig: std::path::PathBuf,
+    /// The data dir of a server that runs its node agent, cleaned with `rkube killall`.
+    node: Option<std::path::PathBuf>,
 }
 
 impl ServerProcess {
@@ -43,8 +49,19 @@ impl ServerProcess {
         ServerProcess::start_with(dir, &[])
     }
 
-    /// A server with extra `rkube server` flags.
+    /// A control plane with extra `rkube server` flags, without a node agent.
     pub fn start_with(dir: &Path, flags: &[&str]) -> anyhow::Result<ServerProcess> {
+        let mut flags = flags.to_vec();
+        flags.push("--no-agent");
+        ServerProcess::spawn(dir, &flags, false)
+    }
+
+    /// A one-node cluster: the server with its node agent, on a cluster CIDR of its own.
+    pub fn start_node(dir: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn(dir, &["--cluster-cidr", "10.250.0.0/16", "--node-api-port", "0"], true)
+    }
+
+    fn spawn(dir: &Path, flags: &[&str], node: bool) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -64,7 +81,7 @@ impl ServerProcess {
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(ServerProcess { child, kubeconfig: dir.join("kubeconfig") })
+        Ok(ServerProcess { child, kubeconfig: dir.join("kubeconfig"), node: node.then(|| dir.to_owned()) })
     }
 
     /// A client with its own connection.
@@ -77,6 +94,9 @@ impl ServerProcess {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let (Some(dir), Ok(exe)) = (self.node.take(), std::env::current_exe()) {
+            let _ = Command::new(exe).args(["killall", "--data-dir"]).arg(dir).stderr(Stdio::null()).status();
+        }
     }
 }
 

@@ -10,6 +10,43 @@ pub struct ServerProcess {
     child: Child,
     pub url: String,
     data_dir: PathBuf,
+    /// Set for a server that runs its node agent: what it runs is stopped on drop.
+    node: Option<CidrLease>,
+}
+
+/// A cluster CIDR of its own for each test server that runs pods, so that tests running at
+/// once never share a bridge or a route: `10.N.0.0/16` for N in 100..200, held by a lock
+/// file that names the holding process.
+pub struct CidrLease {
+    pub cidr: String,
+    lock: PathBuf,
+}
+
+impl CidrLease {
+    pub fn take() -> CidrLease {
+        let me = std::process::id().to_string();
+        for n in 100..200 {
+            let lock = std::env::temp_dir().join(format!("rkube-test-cidr-{n}"));
+            let free = match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+                Ok(_) => true,
+                // A lock whose process has gone is taken over.
+                Err(_) => std::fs::read_to_string(&lock)
+                    .map(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists())
+                    .unwrap_or(false),
+            };
+            if free {
+                std::fs::write(&lock, &me).unwrap();
+                return CidrLease { cidr: format!("10.{n}.0.0/16"), lock };
+            }
+        }
+        panic!("no free test cluster CIDR in 10.100.0.0 to 10.199.0.0");
+    }
+}
+
+impl Drop for CidrLease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
 }
 
 impl ServerProcess {
@@ -17,8 +54,41 @@ impl ServerProcess {
         ServerProcess::start_with(data_dir, &[])
     }
 
-    /// A server with extra `rkube server` flags.
+    /// A control plane with extra `rkube server` flags, and no node agent.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> ServerProcess {
+        let mut flags = flags.to_vec();
+        if !flags.contains(&"--no-agent") {
+            flags.push("--no-agent");
+        }
+        ServerProcess::spawn(data_dir, &flags, None)
+    }
+
+    /// A one-node cluster: the server runs its node agent and real containers. Dropping it
+    /// stops the pods' containers and the agent's containerd (`rkube killall`).
+    pub fn start_node(data_dir: &Path, flags: &[&str]) -> ServerProcess {
+        let lease = CidrLease::take();
+        let mut flags = flags.to_vec();
+        flags.extend(["--cluster-cidr", &lease.cidr, "--node-api-port", "0"]);
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        ServerProcess::spawn(data_dir, &flags, Some(lease))
+    }
+
+    /// Kills the server (SIGKILL) but leaves the node's containers running, as a crash
+    /// would; a server started again on the same data dir adopts them.
+    pub fn crash(mut self) -> Option<CidrLease> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.node.take()
+    }
+
+    /// A server with its node agent on the data dir `crash` left, keeping its CIDR.
+    pub fn restart_node(data_dir: &Path, lease: CidrLease) -> ServerProcess {
+        let cidr = lease.cidr.clone();
+        ServerProcess::spawn(data_dir, &["--cluster-cidr", &cidr, "--node-api-port", "0"], Some(lease))
+    }
+
+    fn spawn(data_dir: &Path, flags: &[&str], node: Option<CidrLease>) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
             .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -36,7 +106,7 @@ impl ServerProcess {
             }
         };
         std::thread::spawn(move || lines.for_each(drop));
-        ServerProcess { child, url, data_dir: data_dir.to_owned() }
+        ServerProcess { child, url, data_dir: data_dir.to_owned(), node }
     }
 
     pub fn kubectl(&self, binary: &str, args: &[&str]) -> Output {
@@ -88,6 +158,13 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.node.is_some() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_rkube"))
+                .args(["killall", "--data-dir"])
+                .arg(&self.data_dir)
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -1,0 +1,306 @@
+//! A pod spec turned into CRI requests: the sandbox config (namespaces, hostname, port
+//! mappings, log directory) and each container's config (command, env, resources as cgroup
+//! settings, security context), as upstream's kuberuntime builds them. Pure, so tested on
+//! fixtures.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use k8s_cri::v1::{
+    Capability, ContainerConfig, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping,
+};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+
+use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
+
+/// CRI namespace modes.
+const POD: i32 = 0;
+const CONTAINER: i32 = 1;
+const NODE: i32 = 2;
+
+fn spec(pod: &Pod) -> PodSpec {
+    pod.spec.clone().unwrap_or_default()
+}
+
+fn pod_labels(pod: &Pod) -> HashMap<String, String> {
+    let m = &pod.metadata;
+    HashMap::from([
+        (POD_NAME.to_owned(), m.name.clone().unwrap_or_default()),
+        (POD_NAMESPACE.to_owned(), m.namespace.clone().unwrap_or_default()),
+        (POD_UID.to_owned(), m.uid.clone().unwrap_or_default()),
+    ])
+}
+
+/// `namespace_name_uid`, the kubelet's name for a pod's log directory.
+pub fn log_dir_name(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}_{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn namespaces(spec: &PodSpec) -> NamespaceOption {
+    let on = |b: Option<bool>| b.unwrap_or(false);
+    NamespaceOption {
+        network: if on(spec.host_network) { NODE } else { POD },
+        pid: if on(spec.host_pid) {
+            NODE
+        } else if on(spec.share_process_namespace) {
+            POD
+        } else {
+            CONTAINER
+        },
+        ipc: if on(spec.host_ipc) { NODE } else { POD },
+        ..Default::default()
+    }
+}
+
+pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path) -> PodSandboxConfig {
+    let s = spec(pod);
+    let m = &pod.metadata;
+    let name = m.name.clone().unwrap_or_default();
+    let hostname = if s.host_network.unwrap_or(false) {
+        String::new()
+    } else {
+        s.hostname
+            .clone()
+            .unwrap_or_else(|| name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_owned())
+    };
+    let port_mappings = s
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => 1,
+                Some("SCTP") => 2,
+                _ => 0,
+            },
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or(0),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let mut labels: HashMap<String, String> = m.labels.clone().unwrap_or_default().into_iter().collect();
+    labels.extend(pod_labels(pod));
+    let privileged = s
+        .containers
+        .iter()
+        .chain(s.init_containers.iter().flatten())
+        .any(|c| c.security_context.as_ref().and_then(|sc| sc.privileged).unwrap_or(false));
+    let psc = s.security_context.clone().unwrap_or_default();
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name,
+            uid: m.uid.clone().unwrap_or_default(),
+            namespace: m.namespace.clone().unwrap_or_default(),
+            attempt,
+        }),
+        hostname,
+        log_directory: logs.join(log_dir_name(pod)).to_string_lossy().into_owned(),
+        dns_config: None,
+        port_mappings,
+        labels,
+        annotations: m.annotations.clone().unwrap_or_default().into_iter().collect(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: String::new(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces(&s)),
+                privileged,
+                run_as_user: psc.run_as_user.map(|value| Int64Value { value }),
+                run_as_group: psc.run_as_group.map(|value| Int64Value { value }),
+                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            sysctls: psc.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect(),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// CPU shares, quota and memory limit from the container's requests and limits.
+pub fn resources(c: &Container) -> LinuxContainerResources {
+    let res = c.resources.clone().unwrap_or_default();
+    let get =
+        |map: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         name: &str| map.as_ref().and_then(|m| m.get(name)).map(|q| q.0.clone());
+    let cpu_request = get(&res.requests, "cpu").or_else(|| get(&res.limits, "cpu"));
+    let cpu_limit = get(&res.limits, "cpu");
+    let memory_limit = get(&res.limits, "memory");
+    let request_milli = cpu_request.as_deref().and_then(rkube_core::quantity::milli).unwrap_or(0);
+    const PERIOD: i64 = 100_000;
+    LinuxContainerResources {
+        // Upstream's MilliCPUToShares: at least 2.
+        cpu_shares: (request_milli * 1024 / 1000).max(2),
+        cpu_period: PERIOD,
+        cpu_quota: cpu_limit
+            .as_deref()
+            .and_then(rkube_core::quantity::milli)
+            .map_or(0, |m| (m * PERIOD / 1000).max(1000)),
+        memory_limit_in_bytes: memory_limit.as_deref().and_then(rkube_core::quantity::value).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(pod: &Pod, c: &Container, attempt: u32, env: Vec<(String, String)>) -> ContainerConfig {
+    let s = spec(pod);
+    let sc = c.security_context.clone().unwrap_or_default();
+    let psc = s.security_context.clone().unwrap_or_default();
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let mut labels = pod_labels(pod);
+    labels.insert(CONTAINER_NAME.to_owned(), c.name.clone());
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: c.name.clone(), attempt }),
+        image: Some(ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: env.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+        labels,
+        annotations: HashMap::from([
+            ("io.kubernetes.container.restartCount".to_owned(), attempt.to_string()),
+            (
+                "io.kubernetes.container.terminationMessagePath".to_owned(),
+                c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into()),
+            ),
+        ]),
+        log_path: format!("{}/{attempt}.log", c.name),
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(resources(c)),
+            security_context: Some(LinuxContainerSecurityContext {
+                capabilities: Some(Capability {
+                    add_capabilities: caps.add.unwrap_or_default(),
+                    drop_capabilities: caps.drop.unwrap_or_default(),
+                    ..Default::default()
+                }),
+                privileged: sc.privileged.unwrap_or(false),
+                namespace_options: Some(namespaces(&s)),
+                run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| Int64Value { value }),
+                run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| Int64Value { value }),
+                readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                no_new_privs: sc.allow_privilege_escalation == Some(false),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The value of a `fieldRef` path, or None for a path the pod does not have.
+pub fn field_value(pod: &Pod, path: &str, node_name: &str, node_ip: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let status = pod.status.clone().unwrap_or_default();
+    let keyed = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    Some(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => node_name.to_owned(),
+        "spec.serviceAccountName" => spec(pod).service_account_name.unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => node_ip.to_owned(),
+        "status.podIP" => status.pod_ip.unwrap_or_default(),
+        "status.podIPs" => status.pod_ips.iter().flatten().map(|p| p.ip.clone()).collect::<Vec<_>>().join(","),
+        _ => return keyed("metadata.labels['", &m.labels).or_else(|| keyed("metadata.annotations['", &m.annotations)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u1", "labels": {"app": "web"}},
+            "spec": spec,
+            "status": {"podIP": "10.42.0.5"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sandbox_config_carries_identity_ports_and_namespaces() {
+        let p = pod(json!({"containers": [{"name": "c", "ports": [
+            {"containerPort": 80, "hostPort": 8080},
+            {"containerPort": 53, "protocol": "UDP", "hostPort": 5353},
+            {"containerPort": 9090},
+        ]}]}));
+        let config = sandbox_config(&p, 2, Path::new("/logs"));
+        let meta = config.metadata.as_ref().unwrap();
+        assert_eq!(
+            (meta.name.as_str(), meta.namespace.as_str(), meta.uid.as_str(), meta.attempt),
+            ("web", "ns", "u1", 2)
+        );
+        assert_eq!(config.log_directory, "/logs/ns_web_u1");
+        assert_eq!(config.hostname, "web");
+        assert_eq!(config.labels[POD_UID], "u1");
+        assert_eq!(config.labels["app"], "web");
+        assert_eq!(config.port_mappings.len(), 2);
+        assert_eq!((config.port_mappings[1].protocol, config.port_mappings[1].host_port), (1, 5353));
+        let ns = config.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        assert_eq!((ns.network, ns.pid, ns.ipc), (POD, CONTAINER, POD));
+
+        let host = pod(json!({"hostNetwork": true, "shareProcessNamespace": true, "containers": [{"name": "c"}]}));
+        let config = sandbox_config(&host, 0, Path::new("/logs"));
+        assert_eq!(config.hostname, "");
+        let ns = config.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        assert_eq!((ns.network, ns.pid), (NODE, POD));
+    }
+
+    #[test]
+    fn container_config_maps_command_resources_and_security() {
+        let p = pod(json!({"securityContext": {"runAsUser": 1000}, "containers": [{
+            "name": "c", "image": "busybox:1.35", "command": ["sh", "-c"], "args": ["echo hi"], "workingDir": "/tmp",
+            "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+            "securityContext": {"readOnlyRootFilesystem": true, "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}},
+        }]}));
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let config = container_config(&p, c, 3, vec![("A".into(), "1".into())]);
+        assert_eq!(config.command, ["sh", "-c"]);
+        assert_eq!(config.args, ["echo hi"]);
+        assert_eq!(config.working_dir, "/tmp");
+        assert_eq!(config.log_path, "c/3.log");
+        assert_eq!(config.labels[CONTAINER_NAME], "c");
+        assert_eq!(config.envs[0].key, "A");
+        let linux = config.linux.unwrap();
+        let r = linux.resources.unwrap();
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes),
+            (256, 50_000, 100_000, 64 << 20)
+        );
+        let sc = linux.security_context.unwrap();
+        assert!(sc.readonly_rootfs);
+        assert_eq!(sc.run_as_user.map(|u| u.value), Some(1000));
+        assert_eq!(sc.capabilities.unwrap().drop_capabilities, ["ALL"]);
+        let none = resources(&serde_json::from_value(json!({"name": "c"})).unwrap());
+        assert_eq!((none.cpu_shares, none.cpu_quota, none.memory_limit_in_bytes), (2, 0, 0));
+    }
+
+    #[test]
+    fn field_refs_resolve_as_the_downward_api_does() {
+        let p = pod(json!({"containers": [{"name": "c"}], "serviceAccountName": "sa"}));
+        let v = |path| field_value(&p, path, "node-1", "192.0.2.1");
+        assert_eq!(v("metadata.name").as_deref(), Some("web"));
+        assert_eq!(v("metadata.labels['app']").as_deref(), Some("web"));
+        assert_eq!(v("metadata.labels['none']").as_deref(), Some(""));
+        assert_eq!(v("spec.nodeName").as_deref(), Some("node-1"));
+        assert_eq!(v("spec.serviceAccountName").as_deref(), Some("sa"));
+        assert_eq!(v("status.podIP").as_deref(), Some("10.42.0.5"));
+        assert_eq!(v("status.hostIP").as_deref(), Some("192.0.2.1"));
+        assert_eq!(v("spec.bogus"), None);
+    }
+}

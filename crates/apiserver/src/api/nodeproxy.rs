@@ -1,0 +1,180 @@
+//! The pods' `log` subresource, proxied to the node agent that runs the pod, as upstream's
+//! API server proxies it to the kubelet: over HTTPS, presenting the API server's kubelet
+//! client certificate and checking the node's serving certificate against the cluster CA.
+
+use std::sync::Arc;
+
+use super::*;
+
+/// How the API server reaches node agents.
+#[derive(Clone)]
+pub struct KubeletClient {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl KubeletClient {
+    pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<KubeletClient, crate::Error> {
+        let fail = |e: &dyn std::fmt::Display| crate::Error::Tls(format!("kubelet client: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(ca.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        }
+        let certs =
+            rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| fail(&e))?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| fail(&e))?
+            .ok_or_else(|| fail(&"no private key"))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| fail(&e))?;
+        Ok(KubeletClient { tls: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+    }
+
+    /// GETs `path_and_query` from the node agent at `host:port`.
+    async fn get(
+        &self,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> Result<Response<hyper::body::Incoming>, String> {
+        let tcp =
+            tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| format!("dial tcp {host}:{port}: i/o timeout"))?
+                .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("tls with {host}:{port}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = axum::http::Request::get(path_and_query)
+            .header("host", format!("{host}:{port}"))
+            .body(axum::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        sender.send_request(request).await.map_err(|e| e.to_string())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogParams {
+    container: Option<String>,
+}
+
+/// Names the pod's container a log request is for, with upstream's errors.
+fn log_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let names = |field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (containers, inits) = (names("containers"), names("initContainers"));
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if containers.iter().chain(&inits).any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) => Err(ApiError::BadRequest(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => {
+            let mut message =
+                format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "));
+            if !inits.is_empty() {
+                message.push_str(&format!(" or one of the init containers: [{}]", inits.join(" ")));
+            }
+            Err(ApiError::BadRequest(message))
+        }
+    }
+}
+
+/// GET `pods/NAME/log`.
+pub(super) async fn pod_log(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    uri: &axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let pod = get_object(&state.store, kinds::core("pods"), Some(namespace), name).await?;
+    let params: LogParams = query(uri)?;
+    let container = log_container(&pod, name, params.container.as_deref())?;
+    let previous = uri.query().is_some_and(|q| q.split('&').any(|p| p == "previous=true" || p == "previous=1"));
+    // A container that has not started has no logs yet, as the kubelet says.
+    let statuses = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|f| pod["status"][f].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == container.as_str());
+    if let Some(status) = &statuses {
+        let waiting = &status["state"]["waiting"];
+        let ran_before = status["lastState"]["terminated"].is_object();
+        if waiting.is_object() && !ran_before && !previous {
+            let reason = waiting["reason"].as_str().unwrap_or_default();
+            return Err(ApiError::BadRequest(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+            )));
+        }
+    }
+    let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+        return Err(ApiError::BadRequest(format!("pod {name} does not have a host assigned")));
+    };
+    let node = get_object(&state.store, kinds::core("nodes"), None, node_name).await?;
+    let address = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| ApiError::BadRequest(format!("node {node_name} has no InternalIP address")))?
+        .to_owned();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250) as u16;
+    let kubelet = state
+        .kubelet
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("this API server cannot reach node agents".into()))?;
+    let query: String = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("container="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = format!("/containerLogs/{namespace}/{name}/{container}?{query}");
+    let response = kubelet
+        .get(&address, port, &path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("Get \"https://{address}:{port}{path}\": {e}")))?;
+    if response.status() == StatusCode::OK {
+        let (parts, body) = response.into_parts();
+        let mut out = Response::new(axum::body::Body::new(body));
+        *out.status_mut() = parts.status;
+        out.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/plain"));
+        return Ok(out);
+    }
+    let status = response.status();
+    let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 64 << 10).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    Err(ApiError::BadRequest(if message.is_empty() { format!("the node agent answered {status}") } else { message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_container_defaults_and_errors_like_upstream() {
+        let one = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert_eq!(log_container(&one, "p", None).unwrap(), "app");
+        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(log_container(&two, "p", Some("i")).unwrap(), "i");
+        let err = log_container(&two, "p", None).unwrap_err();
+        assert_eq!(
+            err.status()["message"],
+            "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
+        );
+        let err = log_container(&two, "p", Some("zzz")).unwrap_err();
+        assert_eq!(err.status()["message"], "container zzz is not valid for pod p");
+    }
+}

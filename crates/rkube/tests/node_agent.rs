@@ -1,0 +1,310 @@
+//! The node agent end to end: `rkube server` with its own node runs pods in real containers
+//! through its own containerd, and stock kubectl sees what it would see on Kubernetes.
+//! Images come from busybox-static (no registry is reachable), dropped into
+//! `DATA/agent/images/` before the server starts, which the agent imports.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const IMAGE: &str = "busybox:1.35";
+
+/// A data dir with the busybox test image waiting to be imported.
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .args(["images", "build-busybox"])
+        .arg(images.join("busybox.tar"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn node_ready(server: &ServerProcess) {
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "node", "--all", "--timeout=60s"]);
+}
+
+fn apply(server: &ServerProcess, dir: &Path, name: &str, yaml: &str) {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    server.ok(KUBECTL, &["apply", "-f", path.to_str().unwrap()]);
+}
+
+fn jsonpath(server: &ServerProcess, what: &[&str], path: &str) -> String {
+    let arg = format!("jsonpath={path}");
+    let mut args = vec!["get"];
+    args.extend(what);
+    args.extend(["-o", &arg]);
+    server.ok(KUBECTL, &args)
+}
+
+/// Polls until `check` holds, failing with the last value seen.
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if start.elapsed() > timeout => panic!("{what}: still {last} after {timeout:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn log_of(dir: &Path, pod: &str, container: &str) -> String {
+    let pods = dir.join("agent/pods");
+    let entry = std::fs::read_dir(&pods)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
+        .expect("pod log directory");
+    std::fs::read_to_string(entry.path().join(container).join("0.log")).unwrap_or_default()
+}
+
+#[test]
+fn pods_run_in_real_containers_with_networking_env_and_exit_codes() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let node = jsonpath(&server, &["nodes"], "{.items[0].status.nodeInfo.containerRuntimeVersion}");
+    assert!(node.starts_with("containerd://"), "{node}");
+    let capacity = jsonpath(&server, &["nodes"], "{.items[0].status.capacity.pods}");
+    assert_eq!(capacity, "110");
+
+    apply(
+        &server,
+        dir.path(),
+        "config",
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, colour: blue}
+"#,
+    );
+    apply(
+        &server,
+        dir.path(),
+        "done",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: done, labels: {{app: demo}}}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: first
+    image: {IMAGE}
+    command: ["sh", "-c", "echo init ran"]
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c"]
+    args: ["echo $GREETING from $POD_NAME app=$APP ip=$POD_IP colour=$CFG_colour; ip -4 addr show eth0"]
+    env:
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: APP
+      valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}
+    - name: POD_IP
+      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+    envFrom:
+    - prefix: CFG_
+      configMapRef: {{name: settings}}
+"#
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/done", "--timeout=60s"]);
+    let ip = jsonpath(&server, &["pod", "done"], "{.status.podIP}");
+    let cidr = jsonpath(&server, &["nodes"], "{.items[0].spec.podCIDR}");
+    let prefix = cidr.rsplit_once('.').unwrap().0.to_owned();
+    assert!(ip.starts_with(&prefix), "pod IP {ip} is outside the node's podCIDR {cidr}");
+    let raw = log_of(dir.path(), "done", "main");
+    assert!(raw.contains(" stdout F hello from done"), "the agent keeps CRI log files: {raw}");
+    // kubectl logs goes through the API server to the node API.
+    let log = server.ok(KUBECTL, &["logs", "done", "-c", "main"]);
+    assert!(log.starts_with("hello from done app=demo"), "{log}");
+    assert!(log.contains("colour=blue"), "{log}");
+    assert!(log.contains(&format!("inet {ip}/24")), "{log}");
+    assert_eq!(server.ok(KUBECTL, &["logs", "done", "-c", "first"]), "init ran\n");
+    let tail = server.ok(KUBECTL, &["logs", "done", "-c", "main", "--tail=1", "--timestamps"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("20") && tail.contains("Z "), "{tail}");
+    let err = server.fails(KUBECTL, &["logs", "done", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod done"), "{err}");
+    let reason = jsonpath(&server, &["pod", "done"], "{.status.containerStatuses[0].state.terminated.reason}");
+    assert_eq!(reason, "Completed");
+    let init = jsonpath(&server, &["pod", "done"], "{.status.initContainerStatuses[0].state.terminated.exitCode}");
+    assert_eq!(init, "0");
+
+    // A failing container fails a Never pod with its exit code.
+    apply(
+        &server,
+        dir.path(),
+        "fails",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: fails}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: \"{IMAGE}\", command: [sh, -c, 'exit 3']}}\n"
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=jsonpath={.status.phase}=Failed", "pod/fails", "--timeout=60s"]);
+    let terminated = jsonpath(
+        &server,
+        &["pod", "fails"],
+        "{.status.containerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.terminated.reason}",
+    );
+    assert_eq!(terminated, "3 Error");
+
+    // A missing ConfigMap is a CreateContainerConfigError naming it.
+    apply(
+        &server,
+        dir.path(),
+        "noconfig",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: noconfig}}\nspec:\n  containers:\n  - name: c\n    image: \"{IMAGE}\"\n    envFrom: [{{configMapRef: {{name: absent}}}}]\n"
+        ),
+    );
+    eventually("CreateContainerConfigError", Duration::from_secs(30), || {
+        let waiting = jsonpath(
+            &server,
+            &["pod", "noconfig"],
+            "{.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+        );
+        (waiting == "CreateContainerConfigError: configmap \"absent\" not found").then_some(()).ok_or(waiting)
+    });
+    let get = server.ok(KUBECTL, &["get", "pod", "noconfig"]);
+    assert!(get.contains("CreateContainerConfigError"), "{get}");
+}
+
+#[test]
+fn deployments_serve_on_pod_ips_restart_crashes_and_stop_gracefully() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    server.ok(
+        KUBECTL,
+        &[
+            "create",
+            "deployment",
+            "web",
+            &format!("--image={IMAGE}"),
+            "--replicas=2",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/etc",
+        ],
+    );
+    server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let ips = jsonpath(&server, &["pods", "-l", "app=web"], "{.items[*].status.podIP}");
+    let ips: Vec<&str> = ips.split_whitespace().collect();
+    assert_eq!(ips.len(), 2);
+    assert_ne!(ips[0], ips[1]);
+    for ip in &ips {
+        // Each pod answers on its own IP, from the host, without NAT.
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&format!("{ip}:8080").parse().unwrap(), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("pod {ip}:8080: {e}"));
+        use std::io::{Read, Write};
+        stream.write_all(b"GET /passwd HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        assert!(body.contains("root:x:0:0"), "{body}");
+    }
+
+    // A crashing container is restarted, then backs off.
+    server.ok(KUBECTL, &["run", "crash", &format!("--image={IMAGE}"), "--", "sh", "-c", "exit 1"]);
+    eventually("CrashLoopBackOff", Duration::from_secs(40), || {
+        let state = jsonpath(
+            &server,
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}",
+        );
+        state.ends_with("CrashLoopBackOff").then_some(()).ok_or(state)
+    });
+    let last = jsonpath(&server, &["pod", "crash"], "{.status.containerStatuses[0].lastState.terminated.exitCode}");
+    assert_eq!(last, "1");
+    let err = server.fails(KUBECTL, &["logs", "nopull-not-there"]);
+    assert!(err.contains("not found"), "{err}");
+
+    // `kubectl logs -f` streams until the container ends.
+    server.ok(
+        KUBECTL,
+        &[
+            "run",
+            "counter",
+            &format!("--image={IMAGE}"),
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do echo line $i; sleep 0.4; done",
+        ],
+    );
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/counter", "--timeout=60s"]);
+    let followed = server.ok(KUBECTL, &["logs", "-f", "counter"]);
+    assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+
+    // An image that cannot be pulled says so.
+    server.ok(KUBECTL, &["run", "nopull", "--image=rkube.invalid/none:1"]);
+    eventually("image pull errors", Duration::from_secs(40), || {
+        let reason = jsonpath(&server, &["pod", "nopull"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(()).ok_or(reason)
+    });
+
+    // Deleting a pod whose process ignores SIGTERM takes its grace period, then it is gone.
+    let pod = server.ok(KUBECTL, &["get", "pods", "-l", "app=web", "-o", "name"]);
+    let pod = pod.lines().next().unwrap();
+    let start = Instant::now();
+    server.ok(KUBECTL, &["delete", pod, "--grace-period=3"]);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "deletion took {took:?}");
+    server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let events = server.ok(KUBECTL, &["get", "events", "--field-selector", "reason=Killing", "-o", "name"]);
+    assert!(!events.is_empty(), "a Killing event is recorded");
+}
+
+#[test]
+fn a_restarted_server_adopts_running_containers() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    server.ok(KUBECTL, &["run", "steady", &format!("--image={IMAGE}"), "--", "sleep", "3600"]);
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/steady", "--timeout=60s"]);
+    let before = jsonpath(&server, &["pod", "steady"], "{.status.containerStatuses[0].containerID}");
+    let lease = server.crash();
+    let server = ServerProcess::restart_node(dir.path(), lease.expect("a node server"));
+    node_ready(&server);
+    std::thread::sleep(Duration::from_secs(3));
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/steady", "--timeout=60s"]);
+    let after = jsonpath(
+        &server,
+        &["pod", "steady"],
+        "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}",
+    );
+    assert_eq!(after, format!("{before} 0"), "the same container runs on, not restarted");
+}
+
+#[test]
+fn a_node_without_a_runtime_is_not_ready_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let server = ServerProcess::start_node(dir.path(), &["--container-runtime-endpoint", socket.to_str().unwrap()]);
+    eventually("NotReady with a reason", Duration::from_secs(30), || {
+        let ready = jsonpath(&server, &["nodes"], "{.items[0].status.conditions[?(@.type==\"Ready\")].message}");
+        ready.contains("container runtime is down").then_some(()).ok_or(ready)
+    });
+    let nodes = server.ok(KUBECTL, &["get", "nodes"]);
+    assert!(nodes.contains("NotReady"), "{nodes}");
+}
