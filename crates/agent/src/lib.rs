@@ -15,8 +15,10 @@ pub mod logs;
 pub mod node;
 pub mod nodeapi;
 pub mod pods;
+pub mod probe;
 pub mod spec;
 pub mod sync;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -176,6 +178,7 @@ async fn run(
         node_name: name.clone(),
         node_ip: ip.clone(),
         pod_logs: paths.pod_logs(),
+        volumes: paths.root.join("volumes"),
         recorder: rkube_controllers::events::Recorder::start(client.clone(), "kubelet"),
         kick: Notify::new(),
     });

@@ -34,6 +34,8 @@ pub struct Context {
     pub node_name: String,
     pub node_ip: String,
     pub pod_logs: std::path::PathBuf,
+    /// Pods' volumes, `DIR/UID/NAME`.
+    pub volumes: std::path::PathBuf,
     pub recorder: Recorder,
     /// Asks the manager to relist now.
     pub kick: Notify,
@@ -149,9 +151,11 @@ async fn observe(
     if listed {
         for (uid, observed) in pods {
             if !workers.contains_key(&uid) && !observed.sandboxes.is_empty() {
-                let cri = ctx.cri.clone();
+                let (cri, volumes) = (ctx.cri.clone(), ctx.volumes.clone());
                 tasks.spawn(async move {
-                    remove_all(&cri, &observed, 0).await;
+                    if remove_all(&cri, &observed, 0).await {
+                        crate::volumes::remove(&volumes, &uid);
+                    }
                     String::new()
                 });
             }
@@ -169,6 +173,22 @@ struct Memory {
     /// (container, attempt) pairs; planning waits for them, for at most `EXPECT_FOR`.
     expect: Vec<(Option<String>, u32, Instant)>,
     last_status: Option<serde_json::Value>,
+    uid: Option<String>,
+    /// When configMap and secret volumes were last refreshed.
+    volumes_synced: Option<Instant>,
+    /// Probe tasks by container id, with what they found.
+    probes: HashMap<String, (ProbeTask, String, watch::Receiver<crate::probe::Found>)>,
+    /// Woken by a probe result.
+    wake: Arc<Notify>,
+}
+
+/// A probe task, stopped when its container stops or the worker ends.
+struct ProbeTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 const EXPECT_FOR: Duration = Duration::from_secs(10);
@@ -199,13 +219,19 @@ async fn work(
             Desired::Gone => {
                 let Some(seen) = seen else { return };
                 if seen.sandboxes.is_empty() || remove_all(&ctx.cri, &seen, 0).await {
+                    if let Some(uid) = memory.uid.as_deref() {
+                        crate::volumes::remove(&ctx.volumes, uid);
+                    }
                     return;
                 }
                 ctx.kick.notify_one();
                 let _ = tokio::time::timeout(Duration::from_secs(2), observed.changed()).await;
                 continue;
             }
-            Desired::Pod(pod) => pod,
+            Desired::Pod(pod) => {
+                memory.uid = pod.uid();
+                pod
+            }
         };
         // Nothing is decided before the runtime has been listed once: the pod may already
         // run (the agent restarted), and its containers are adopted, not started again.
@@ -256,12 +282,77 @@ async fn work(
                 }
             }
         }
+        if refresh_volumes(&ctx, &pod, &seen, &mut memory).await {
+            wake = wake.min(VOLUME_REFRESH);
+        }
+        sync_probes(&ctx, &pod, &seen, &mut memory);
         write_status(&ctx, &pod, &seen, &mut memory, &backing_off).await;
+        let probed = memory.wake.clone();
         tokio::select! {
             _ = desired.changed() => {}
             _ = observed.changed() => {}
+            () = probed.notified() => {}
             () = tokio::time::sleep(wake) => {}
         }
+    }
+}
+
+/// Updated ConfigMaps and Secrets reach running pods' volumes within a minute, as upstream's.
+const VOLUME_REFRESH: Duration = Duration::from_secs(15);
+
+/// True while the pod has volumes to keep fresh.
+async fn refresh_volumes(ctx: &Context, pod: &Pod, seen: &Observed, memory: &mut Memory) -> bool {
+    let projected = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v| v.config_map.is_some() || v.secret.is_some() || v.projected.is_some() || v.downward_api.is_some());
+    let running = seen.containers.iter().any(|c| c.state == State::Running);
+    if !projected || !running {
+        return false;
+    }
+    if memory.volumes_synced.is_some_and(|t| t.elapsed() < VOLUME_REFRESH) {
+        return true;
+    }
+    memory.volumes_synced = Some(Instant::now());
+    if let Err(e) = crate::volumes::prepare(&ctx.client, &ctx.volumes, pod, &ctx.node_name, &ctx.node_ip).await {
+        tracing::debug!("{}/{}: {e}", pod.namespace().unwrap_or_default(), pod.name_any());
+    }
+    true
+}
+
+/// One probe task per running container of the current sandbox that has probes.
+fn sync_probes(ctx: &Context, pod: &Pod, seen: &Observed, memory: &mut Memory) {
+    let sandbox = seen.sandbox().filter(|s| s.ready);
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let ip = if host_network { Some(ctx.node_ip.clone()) } else { sandbox.and_then(|s| s.ip.clone()) };
+    let running: HashMap<&str, &sync::Container> = seen
+        .containers
+        .iter()
+        .filter(|c| c.state == State::Running && sandbox.is_some_and(|s| s.id == c.sandbox_id))
+        .map(|c| (c.id.as_str(), c))
+        .collect();
+    memory.probes.retain(|id, _| running.contains_key(id.as_str()));
+    let spec = pod.spec.clone().unwrap_or_default();
+    for c in spec.containers.iter().filter(|c| crate::probe::has_probes(c)) {
+        let Some(container) = running.values().find(|r| r.name == c.name) else { continue };
+        if memory.probes.contains_key(&container.id) {
+            continue;
+        }
+        let (tx, rx) = watch::channel(crate::probe::initial(c));
+        let target = crate::probe::Target {
+            cri: ctx.cri.clone(),
+            recorder: ctx.recorder.clone(),
+            pod: pod.clone(),
+            container: c.clone(),
+            container_id: container.id.clone(),
+            ip: ip.clone().unwrap_or_default(),
+            started_at: container.started_at,
+        };
+        let task = ProbeTask(tokio::spawn(crate::probe::run(target, tx, memory.wake.clone())));
+        memory.probes.insert(container.id.clone(), (task, c.name.clone(), rx));
     }
 }
 
@@ -351,8 +442,14 @@ async fn start(
         ("CreateContainerConfigError".to_owned(), m)
     })?;
     let sandbox = seen.sandbox().filter(|s| s.ready).ok_or(("ContainerCreating".to_owned(), String::new()))?;
+    let volumes =
+        crate::volumes::prepare(&ctx.client, &ctx.volumes, pod, &ctx.node_name, &ctx.node_ip).await.map_err(|m| {
+            ctx.recorder.record(pod, Type::Warning, "FailedMount", "Mounting", m.clone());
+            ("ContainerCreating".to_owned(), m)
+        })?;
+    let mounts = spec::mounts(c, &volumes).map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
     let mut rt = ctx.cri.runtime.clone();
-    let config = spec::container_config(pod, c, attempt, env);
+    let config = spec::container_config(pod, c, attempt, env, mounts);
     let request = CreateContainerRequest {
         pod_sandbox_id: sandbox.id.clone(),
         config: Some(config),
@@ -551,7 +648,15 @@ async fn write_status(
     memory: &mut Memory,
     backing_off: &BTreeMap<String, Duration>,
 ) {
-    let facts = sync::Facts { node_ip: &ctx.node_ip, waiting: &memory.waiting, backing_off, now: Timestamp::now() };
+    let probes: BTreeMap<String, crate::probe::Found> =
+        memory.probes.values().map(|(_, name, found)| (name.clone(), *found.borrow())).collect();
+    let facts = sync::Facts {
+        node_ip: &ctx.node_ip,
+        waiting: &memory.waiting,
+        backing_off,
+        probes: &probes,
+        now: Timestamp::now(),
+    };
     let status = sync::pod_status(pod, seen, &facts);
     if pod.status.as_ref() == Some(&status) {
         memory.last_status = None;
@@ -580,6 +685,7 @@ async fn terminate(ctx: &Context, pod: &Pod, seen: &Observed) -> bool {
     if !remove_all(&ctx.cri, seen, grace).await {
         return false;
     }
+    crate::volumes::remove(&ctx.volumes, &pod.uid().unwrap_or_default());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         grace_period_seconds: Some(0),

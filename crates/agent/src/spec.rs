@@ -149,7 +149,13 @@ pub fn resources(c: &Container) -> LinuxContainerResources {
     }
 }
 
-pub fn container_config(pod: &Pod, c: &Container, attempt: u32, env: Vec<(String, String)>) -> ContainerConfig {
+pub fn container_config(
+    pod: &Pod,
+    c: &Container,
+    attempt: u32,
+    env: Vec<(String, String)>,
+    mounts: Vec<k8s_cri::v1::Mount>,
+) -> ContainerConfig {
     let s = spec(pod);
     let sc = c.security_context.clone().unwrap_or_default();
     let psc = s.security_context.clone().unwrap_or_default();
@@ -163,6 +169,7 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, env: Vec<(String
         args: c.args.clone().unwrap_or_default(),
         working_dir: c.working_dir.clone().unwrap_or_default(),
         envs: env.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+        mounts,
         labels,
         annotations: HashMap::from([
             ("io.kubernetes.container.restartCount".to_owned(), attempt.to_string()),
@@ -195,6 +202,40 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, env: Vec<(String
         }),
         ..Default::default()
     }
+}
+
+/// CRI mounts for the container's volumeMounts, from each volume's host path; an error names
+/// a mount whose volume is not ready.
+pub fn mounts(
+    c: &Container,
+    volumes: &std::collections::BTreeMap<String, std::path::PathBuf>,
+) -> Result<Vec<k8s_cri::v1::Mount>, String> {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .map(|vm| {
+            let base = volumes.get(&vm.name).ok_or_else(|| format!("volume \"{}\" is not ready", vm.name))?;
+            let host = match vm.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                Some(sub) if sub.split('/').any(|p| p == "..") || sub.starts_with('/') => {
+                    return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+                }
+                Some(sub) => {
+                    let path = base.join(sub);
+                    if !path.exists() {
+                        let _ = std::fs::create_dir_all(&path);
+                    }
+                    path
+                }
+                None => base.clone(),
+            };
+            Ok(k8s_cri::v1::Mount {
+                container_path: vm.mount_path.clone(),
+                host_path: host.to_string_lossy().into_owned(),
+                readonly: vm.read_only.unwrap_or(false),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 /// The value of a `fieldRef` path, or None for a path the pod does not have.
@@ -269,7 +310,7 @@ mod tests {
             "securityContext": {"readOnlyRootFilesystem": true, "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}},
         }]}));
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let config = container_config(&p, c, 3, vec![("A".into(), "1".into())]);
+        let config = container_config(&p, c, 3, vec![("A".into(), "1".into())], vec![]);
         assert_eq!(config.command, ["sh", "-c"]);
         assert_eq!(config.args, ["echo hi"]);
         assert_eq!(config.working_dir, "/tmp");
@@ -288,6 +329,25 @@ mod tests {
         assert_eq!(sc.capabilities.unwrap().drop_capabilities, ["ALL"]);
         let none = resources(&serde_json::from_value(json!({"name": "c"})).unwrap());
         assert_eq!((none.cpu_shares, none.cpu_quota, none.memory_limit_in_bytes), (2, 0, 0));
+    }
+
+    #[test]
+    fn mounts_follow_volume_mounts_and_sub_paths() {
+        let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
+            {"name": "data", "mountPath": "/data", "readOnly": true},
+            {"name": "data", "mountPath": "/sub", "subPath": "x"},
+        ]}))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = std::collections::BTreeMap::from([("data".to_owned(), dir.path().to_owned())]);
+        let m = mounts(&c, &volumes).unwrap();
+        assert_eq!((m[0].container_path.as_str(), m[0].readonly), ("/data", true));
+        assert_eq!(m[1].host_path, dir.path().join("x").to_string_lossy());
+        assert!(mounts(&c, &Default::default()).unwrap_err().contains("\"data\" is not ready"));
+        let escape: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
+            {"name": "data", "mountPath": "/x", "subPath": "../etc"}]}))
+        .unwrap();
+        assert!(mounts(&escape, &volumes).is_err());
     }
 
     #[test]

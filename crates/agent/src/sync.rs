@@ -249,6 +249,8 @@ pub struct Facts<'a> {
     pub waiting: &'a Waiting,
     /// Containers in their restart delay, with the delay.
     pub backing_off: &'a BTreeMap<String, Duration>,
+    /// Probe results of running containers that have probes.
+    pub probes: &'a BTreeMap<String, crate::probe::Found>,
     pub now: Timestamp,
 }
 
@@ -328,13 +330,14 @@ fn container_status(
         },
     };
     let running = latest.is_some_and(|c| c.state == State::Running);
+    let found = facts.probes.get(&spec.name).copied().unwrap_or(crate::probe::Found { ready: true, started: true });
     ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone().unwrap_or_default(),
         image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|c| format!("containerd://{}", c.id)),
-        ready: running,
-        started: Some(running),
+        ready: running && found.ready && found.started,
+        started: Some(running && found.started),
         restart_count: latest.map_or(0, |c| c.attempt as i32),
         state: Some(state),
         last_state: Some(last_state.unwrap_or_default()),
@@ -467,8 +470,10 @@ mod tests {
         }
     }
 
+    static NO_PROBES: BTreeMap<String, crate::probe::Found> = BTreeMap::new();
+
     fn facts<'a>(waiting: &'a Waiting, backing_off: &'a BTreeMap<String, Duration>) -> Facts<'a> {
-        Facts { node_ip: "192.0.2.1", waiting, backing_off, now: Timestamp::UNIX_EPOCH }
+        Facts { node_ip: "192.0.2.1", waiting, backing_off, probes: &NO_PROBES, now: Timestamp::UNIX_EPOCH }
     }
 
     #[test]

@@ -308,3 +308,174 @@ fn a_node_without_a_runtime_is_not_ready_and_says_why() {
     let nodes = server.ok(KUBECTL, &["get", "nodes"]);
     assert!(nodes.contains("NotReady"), "{nodes}");
 }
+
+#[test]
+fn volumes_hold_configmaps_secrets_and_shared_dirs_and_follow_updates() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    server.ok(KUBECTL, &["create", "configmap", "app-config", "--from-literal=greeting=hello"]);
+    server.ok(KUBECTL, &["create", "secret", "generic", "app-secret", "--from-literal=password=s3cret"]);
+    apply(
+        &server,
+        dir.path(),
+        "vols",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: vols}}
+spec:
+  volumes:
+  - {{name: config, configMap: {{name: app-config}}}}
+  - {{name: secret, secret: {{secretName: app-secret, defaultMode: 0400}}}}
+  - {{name: shared, emptyDir: {{}}}}
+  - {{name: mem, emptyDir: {{medium: Memory}}}}
+  - name: info
+    downwardAPI:
+      items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]
+  initContainers:
+  - name: writer
+    image: {IMAGE}
+    command: [sh, -c, "echo from-init > /shared/note"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: [sh, -c]
+    args:
+    - |
+      cat /shared/note /etc/secret/password; echo; cat /etc/info/name; echo
+      stat -c %a /etc/secret/..data/password
+      grep " /mem " /proc/mounts | cut -d' ' -f3
+      while true; do echo "greeting=$(cat /etc/config/greeting)"; sleep 1; done
+    volumeMounts:
+    - {{name: config, mountPath: /etc/config}}
+    - {{name: secret, mountPath: /etc/secret}}
+    - {{name: shared, mountPath: /shared}}
+    - {{name: mem, mountPath: /mem}}
+    - {{name: info, mountPath: /etc/info}}
+"#
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/vols", "--timeout=60s"]);
+    eventually("volume contents", Duration::from_secs(20), || {
+        let log = server.ok(KUBECTL, &["logs", "vols", "-c", "main"]);
+        let expected = "from-init\ns3cret\nvols\n400\ntmpfs\ngreeting=hello\n";
+        log.starts_with(expected).then_some(()).ok_or(log)
+    });
+    // An updated ConfigMap reaches the running container.
+    server.ok(KUBECTL, &["patch", "configmap", "app-config", "-p", r#"{"data":{"greeting":"bonjour"}}"#]);
+    eventually("the update", Duration::from_secs(60), || {
+        let log = server.ok(KUBECTL, &["logs", "vols", "-c", "main", "--tail=1"]);
+        (log == "greeting=bonjour\n").then_some(()).ok_or(log)
+    });
+
+    // A volume whose ConfigMap is missing holds the pod in ContainerCreating with FailedMount.
+    apply(
+        &server,
+        dir.path(),
+        "nomount",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: nomount}}\nspec:\n  volumes: [{{name: c, configMap: {{name: absent}}}}]\n  containers:\n  - {{name: c, image: \"{IMAGE}\", command: [sleep, \"60\"], volumeMounts: [{{name: c, mountPath: /c}}]}}\n"
+        ),
+    );
+    eventually("FailedMount", Duration::from_secs(30), || {
+        let events = server.ok(
+            KUBECTL,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=nomount,reason=FailedMount",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        );
+        events
+            .contains("MountVolume.SetUp failed for volume \"c\" : configmap \"absent\" not found")
+            .then_some(())
+            .ok_or(events)
+    });
+    let get = server.ok(KUBECTL, &["get", "pod", "nomount"]);
+    assert!(get.contains("ContainerCreating"), "{get}");
+    server.ok(KUBECTL, &["delete", "pod", "vols", "--grace-period=1"]);
+    let volumes = dir.path().join("agent/volumes");
+    let left: Vec<_> =
+        std::fs::read_dir(&volumes).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.len() <= 1, "only the pending pod's volumes remain: {left:?}");
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    apply(
+        &server,
+        dir.path(),
+        "probes",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: web
+    image: {IMAGE}
+    command: [httpd, -f, -p, "8080", -h, /etc]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /passwd, port: http}}, periodSeconds: 1}}
+    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: never-ready}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sleep, "3600"]
+    readinessProbe: {{tcpSocket: {{port: 9999}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: unhealthy}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sh, -c, "touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 3600"]
+    livenessProbe: {{exec: {{command: [test, -f, /tmp/healthy]}}, periodSeconds: 1, failureThreshold: 2}}
+"#
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    eventually("never-ready runs but is not Ready", Duration::from_secs(30), || {
+        let state = jsonpath(
+            &server,
+            &["pod", "never-ready"],
+            "{.status.phase} {.status.containerStatuses[0].ready} {.status.conditions[?(@.type==\"Ready\")].reason}",
+        );
+        (state == "Running false ContainersNotReady").then_some(()).ok_or(state)
+    });
+    eventually("a liveness restart", Duration::from_secs(60), || {
+        let restarts = jsonpath(&server, &["pod", "unhealthy"], "{.status.containerStatuses[0].restartCount}");
+        (restarts.parse::<u32>().unwrap_or(0) >= 1).then_some(()).ok_or(restarts)
+    });
+    let events = server.ok(
+        KUBECTL,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=unhealthy",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(events.contains("Unhealthy: Liveness probe failed"), "{events}");
+    assert!(events.contains("Killing: Container c failed liveness probe, will be restarted"), "{events}");
+}
