@@ -77,6 +77,75 @@ impl Cri {
     }
 }
 
+/// One pod's sandboxes and containers, asked for by its uid label: what a worker looks at
+/// right after acting.
+pub async fn observe_pod(cri: &Cri, uid: &str) -> Result<Observed, Error> {
+    let mut rt = cri.runtime.clone();
+    let labels: HashMap<String, String> = HashMap::from([(POD_UID.to_owned(), uid.to_owned())]);
+    let sandboxes = rt
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(k8s_cri::v1::PodSandboxFilter { label_selector: labels.clone(), ..Default::default() }),
+        })
+        .await
+        .map_err(rpc("list sandboxes"))?
+        .into_inner()
+        .items;
+    let containers = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(k8s_cri::v1::ContainerFilter { label_selector: labels, ..Default::default() }),
+        })
+        .await
+        .map_err(rpc("list containers"))?
+        .into_inner()
+        .containers;
+    let mut observed = Observed::default();
+    for s in sandboxes {
+        let ready = s.state == 0;
+        let status = rt
+            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: s.id.clone(), verbose: false })
+            .await
+            .map_err(rpc("sandbox status"))?
+            .into_inner()
+            .status;
+        let ip = status.and_then(|st| st.network).map(|n| n.ip).filter(|ip| !ip.is_empty());
+        observed.sandboxes.push(Sandbox { id: s.id, attempt: s.metadata.map_or(0, |m| m.attempt), ready, ip });
+    }
+    for c in containers {
+        observed.containers.push(describe(&mut rt, &c).await?);
+    }
+    Ok(observed)
+}
+
+/// A listed container with the details only its status has.
+async fn describe(rt: &mut RuntimeServiceClient<Channel>, c: &k8s_cri::v1::Container) -> Result<Container, Error> {
+    let status = rt
+        .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: false })
+        .await
+        .map_err(rpc("container status"))?
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    let metadata = c.metadata.clone().unwrap_or_default();
+    Ok(Container {
+        id: c.id.clone(),
+        name: c.labels.get(CONTAINER_NAME).cloned().unwrap_or(metadata.name),
+        attempt: metadata.attempt,
+        sandbox_id: c.pod_sandbox_id.clone(),
+        state: match status.state {
+            0 => State::Created,
+            1 => State::Running,
+            2 => State::Exited,
+            _ => State::Unknown,
+        },
+        started_at: status.started_at,
+        finished_at: status.finished_at,
+        exit_code: status.exit_code,
+        reason: status.reason,
+        message: status.message,
+        image_ref: status.image_ref,
+    })
+}
+
 /// What a sandbox or container looked like when its details were fetched.
 #[derive(Default)]
 pub struct Relist {
@@ -134,34 +203,9 @@ impl Relist {
             let container = match self.containers.get(&key) {
                 Some(known) => known.clone(),
                 None => {
-                    let status = rt
-                        .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: false })
-                        .await
-                        .map_err(rpc("container status"))?
-                        .into_inner()
-                        .status
-                        .unwrap_or_default();
-                    let metadata = c.metadata.clone().unwrap_or_default();
-                    let container = Container {
-                        id: c.id.clone(),
-                        name: c.labels.get(CONTAINER_NAME).cloned().unwrap_or(metadata.name),
-                        attempt: metadata.attempt,
-                        sandbox_id: c.pod_sandbox_id.clone(),
-                        state: match status.state {
-                            0 => State::Created,
-                            1 => State::Running,
-                            2 => State::Exited,
-                            _ => State::Unknown,
-                        },
-                        started_at: status.started_at,
-                        finished_at: status.finished_at,
-                        exit_code: status.exit_code,
-                        reason: status.reason,
-                        message: status.message,
-                        image_ref: status.image_ref,
-                    };
-                    // A container whose state moved on since the list is listed again next time.
-                    if container.state as i32 == c.state || matches!((container.state, c.state), (State::Unknown, 3)) {
+                    let container = describe(&mut rt, &c).await?;
+                    // A container whose state moved on since the list is described again next time.
+                    if container.state as i32 == c.state {
                         self.containers.insert(key, container.clone());
                     }
                     container

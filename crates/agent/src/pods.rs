@@ -192,6 +192,25 @@ impl Drop for ProbeTask {
 }
 
 const EXPECT_FOR: Duration = Duration::from_secs(10);
+/// Act-and-look rounds in one pass: sandbox, init containers, containers.
+const MAX_ROUNDS: usize = 8;
+
+/// Removes what the pod no longer needs: sandboxes older than the newest that are not
+/// ready (with their containers), and exited containers older than the one before the
+/// newest of each name, which `lastState` and `logs --previous` read.
+async fn collect_garbage(cri: &Cri, seen: &Observed) {
+    let newest = seen.sandbox().map(|s| s.id.clone());
+    let mut rt = cri.runtime.clone();
+    for s in seen.sandboxes.iter().filter(|s| !s.ready && Some(&s.id) != newest.as_ref()) {
+        let _ = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: s.id.clone() }).await;
+    }
+    for c in &seen.containers {
+        let latest = seen.latest(&c.name).map_or(0, |l| l.attempt);
+        if c.state == State::Exited && c.attempt + 1 < latest {
+            let _ = rt.remove_container(k8s_cri::v1::RemoveContainerRequest { container_id: c.id.clone() }).await;
+        }
+    }
+}
 
 impl Memory {
     fn settled(&mut self, observed: &Observed) -> bool {
@@ -233,14 +252,18 @@ async fn work(
                 pod
             }
         };
-        // Nothing is decided before the runtime has been listed once: the pod may already
+        // Nothing is decided before the runtime has been asked about this pod: it may already
         // run (the agent restarted), and its containers are adopted, not started again.
-        let Some(seen) = seen else {
-            tokio::select! {
-                _ = desired.changed() => {}
-                _ = observed.changed() => {}
-            }
-            continue;
+        let seen = match seen {
+            Some(seen) => seen,
+            None => match crate::cri::observe_pod(&ctx.cri, &pod.uid().unwrap_or_default()).await {
+                Ok(seen) => seen,
+                Err(e) => {
+                    tracing::debug!("{}: {e}", pod.name_any());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), observed.changed()).await;
+                    continue;
+                }
+            },
         };
         if pod.metadata.deletion_timestamp.is_some() {
             if terminate(&ctx, &pod, &seen).await {
@@ -250,24 +273,43 @@ async fn work(
             continue;
         }
         let mut wake = Duration::from_secs(30);
+        let mut seen = seen;
         if memory.settled(&seen) {
-            let now = now_nanos();
-            let due = |name: &str| match seen.latest(name) {
-                Some(c) if c.state == State::Exited => {
-                    now >= c.finished_at.saturating_add(restart_delay(c).as_nanos() as i64)
+            // Act, look at this pod alone, and act again, until nothing is left to do: a pod
+            // goes from nothing to running without waiting for a relist of the whole node.
+            for _ in 0..MAX_ROUNDS {
+                let now = now_nanos();
+                let due = |name: &str| match seen.latest(name) {
+                    Some(c) if c.state == State::Exited => {
+                        now >= c.finished_at.saturating_add(restart_delay(c).as_nanos() as i64)
+                    }
+                    _ => true,
+                };
+                let steps = sync::plan(&pod, &seen, due);
+                if steps.is_empty() {
+                    break;
                 }
-                _ => true,
-            };
-            let steps = sync::plan(&pod, &seen, due);
-            let acted = !steps.is_empty();
-            for step in steps {
-                execute(&ctx, &pod, &seen, &mut memory, step).await;
+                for step in steps {
+                    execute(&ctx, &pod, &seen, &mut memory, step).await;
+                }
+                match crate::cri::observe_pod(&ctx.cri, &pod.uid().unwrap_or_default()).await {
+                    Ok(fresh) => seen = fresh,
+                    Err(e) => {
+                        tracing::debug!("{}: {e}", pod.name_any());
+                        break;
+                    }
+                }
             }
-            if acted {
-                ctx.kick.notify_one();
-            }
+            collect_garbage(&ctx.cri, &seen).await;
         } else {
-            wake = Duration::from_millis(500);
+            // A relist older than what this worker made and saw: nothing in it is news, and
+            // reporting from it would take the status backwards.
+            tokio::select! {
+                _ = desired.changed() => {}
+                _ = observed.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            continue;
         }
         // Containers in their restart delay: report it, and wake when it ends.
         let mut backing_off = BTreeMap::new();
@@ -380,7 +422,19 @@ fn pod_containers(pod: &Pod) -> Vec<SpecContainer> {
     spec.init_containers.unwrap_or_default().into_iter().chain(spec.containers).collect()
 }
 
+/// Milliseconds since the pod was created, for start-up tracing.
+fn age_ms(pod: &Pod) -> i64 {
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or(0);
+    Timestamp::now().as_millisecond() - created
+}
+
 async fn execute(ctx: &Context, pod: &Pod, seen: &Observed, memory: &mut Memory, step: Step) {
+    tracing::debug!(target: "rkube_agent::timing", "{} +{}ms {step:?} begins", pod.name_any(), age_ms(pod));
+    execute_step(ctx, pod, seen, memory, step).await;
+    tracing::debug!(target: "rkube_agent::timing", "{} +{}ms step done", pod.name_any(), age_ms(pod));
+}
+
+async fn execute_step(ctx: &Context, pod: &Pod, seen: &Observed, memory: &mut Memory, step: Step) {
     let mut rt = ctx.cri.runtime.clone();
     match step {
         Step::StopContainer { id } => {
@@ -668,7 +722,10 @@ async fn write_status(
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
-        Ok(_) => memory.last_status = Some(body),
+        Ok(_) => {
+            tracing::debug!(target: "rkube_agent::timing", "{} +{}ms status {:?}", pod.name_any(), age_ms(pod), status.phase);
+            memory.last_status = Some(body)
+        }
         Err(e) => tracing::debug!("status of {}/{}: {e}", pod.namespace().unwrap_or_default(), pod.name_any()),
     }
 }

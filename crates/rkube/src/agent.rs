@@ -159,13 +159,29 @@ pub async fn killall(data_dir: &Path) -> anyhow::Result<()> {
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         let cri = rkube_agent::cri::connect(&socket);
         let mut rt = cri.runtime.clone();
-        let sandboxes =
-            tokio::time::timeout(Duration::from_secs(10), rt.list_pod_sandbox(ListPodSandboxRequest::default()))
+        // A containerd that has just started answers "not initialized" for a moment.
+        let mut sandboxes = Vec::new();
+        for _ in 0..50 {
+            match tokio::time::timeout(Duration::from_secs(10), rt.list_pod_sandbox(ListPodSandboxRequest::default()))
                 .await
-                .context("containerd did not answer")?
-                .context("listing sandboxes")?
-                .into_inner()
-                .items;
+            {
+                Ok(Ok(list)) => {
+                    sandboxes = list.into_inner().items;
+                    break;
+                }
+                Ok(Err(e)) if e.message().contains("not initialized") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Ok(Err(e)) => {
+                    eprintln!("rkube killall: listing sandboxes: {}", e.message());
+                    break;
+                }
+                Err(_) => {
+                    eprintln!("rkube killall: containerd did not answer");
+                    break;
+                }
+            }
+        }
         for s in sandboxes {
             let _ = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: s.id.clone() }).await;
             let _ = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: s.id }).await;

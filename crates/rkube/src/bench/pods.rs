@@ -3,9 +3,10 @@
 //! in the same run, on the same containerd, it starts the same container straight through
 //! CRI (sandbox, create, start) as the physical floor. Both keep the same number in flight.
 //!
-//! It also measures, in two idle windows of equal length, a server with its node agent and
-//! one without (`--no-agent`): the difference in RSS is the in-process agent's share, and the
-//! difference in write requests is what one idle node writes.
+//! It also measures, in idle windows of equal length, a server with its node agent and one
+//! without (`--no-agent`): the difference in RSS is the in-process agent's share (before any
+//! pod, and again after the pods are gone), and the difference in write requests is what one
+//! idle node writes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,9 +52,11 @@ struct Figures {
     raw_start_p99_ms: f64,
     /// pod_start_p99_ms / raw_start_p99_ms.
     ratio_p99: f64,
-    /// RSS of the server with its agent minus the server without one, both idle.
+    /// RSS of the server with its agent (idle, before any pod) minus the server without one.
     agent_idle_rss_mb: f64,
     server_idle_rss_mb: f64,
+    /// The same difference once the pods have come and gone.
+    agent_rss_after_load_mb: f64,
     /// Write requests (POST, PUT, PATCH, DELETE) per 10 s that the idle node adds.
     node_idle_writes_per_10s: f64,
     idle_secs: u64,
@@ -81,6 +84,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = ServerProcess::start_node(dir.path())?;
     let client = server.client().await?;
     wait_ready(&client).await?;
+    let (rss, writes) = idle(&server, &client, args.idle_secs).await?;
+    f.server_idle_rss_mb = rss;
+    f.agent_idle_rss_mb = (rss - base_rss).max(0.0);
+    f.node_idle_writes_per_10s = (writes - base_writes).max(0.0) * 10.0 / args.idle_secs.max(1) as f64;
 
     // The floor: the same container through CRI, on the agent's containerd.
     let cri = rkube_agent::cri::connect(&rkube_agent::containerd::Paths::new(dir.path()).socket());
@@ -157,10 +164,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "pods not gone after 120 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (rss, writes) = idle(&server, &client, args.idle_secs).await?;
-    f.server_idle_rss_mb = rss;
-    f.agent_idle_rss_mb = (rss - base_rss).max(0.0);
-    f.node_idle_writes_per_10s = (writes - base_writes).max(0.0) * 10.0 / args.idle_secs.max(1) as f64;
+    let (rss, _) = idle(&server, &client, args.idle_secs).await?;
+    f.agent_rss_after_load_mb = (rss - base_rss).max(0.0);
     drop(server);
 
     if args.json {
