@@ -16,7 +16,9 @@ pub mod node;
 pub mod nodeapi;
 pub mod pods;
 pub mod probe;
+pub mod spdy;
 pub mod spec;
+pub mod stream;
 pub mod sync;
 pub mod volumes;
 

@@ -1,6 +1,7 @@
 //! The node API (the kubelet's port 10250): HTTPS that only clients with a certificate from
 //! the cluster CA may use (the API server's kubelet client, or an admin), serving container
-//! logs to the API server, which proxies the pods' `log` subresource here.
+//! logs, exec, attach and port-forward to the API server, which proxies the pods' `log`,
+//! `exec`, `attach` and `portforward` subresources here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use tower::Service;
 
 use crate::Error;
 use crate::cri::{CONTAINER_NAME, Cri, POD_NAME, POD_NAMESPACE};
-use crate::logs;
+use crate::{logs, stream};
 
 /// The node API's certificate and who may call it.
 #[derive(Clone)]
@@ -49,6 +50,9 @@ pub async fn start(
     let router = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", axum::routing::get(container_logs))
+        .route("/exec/{namespace}/{pod}/{container}", axum::routing::any(exec))
+        .route("/attach/{namespace}/{pod}/{container}", axum::routing::any(attach))
+        .route("/portForward/{namespace}/{pod}", axum::routing::any(port_forward))
         .with_state(Ctx { cri, pod_logs });
     Ok((addr, serve(listener, tokio_rustls::TlsAcceptor::from(config), router)))
 }
@@ -95,6 +99,30 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
+}
+
+async fn exec(
+    State(ctx): State<Ctx>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    stream::handle(&ctx.cri, stream::Kind::Exec, &namespace, &pod, &container, request).await
+}
+
+async fn attach(
+    State(ctx): State<Ctx>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    stream::handle(&ctx.cri, stream::Kind::Attach, &namespace, &pod, &container, request).await
+}
+
+async fn port_forward(
+    State(ctx): State<Ctx>,
+    Path((namespace, pod)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    stream::handle(&ctx.cri, stream::Kind::PortForward, &namespace, &pod, "", request).await
 }
 
 async fn container_logs(

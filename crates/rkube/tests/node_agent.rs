@@ -479,3 +479,109 @@ spec:
     assert!(events.contains("Unhealthy: Liveness probe failed"), "{events}");
     assert!(events.contains("Killing: Container c failed liveness probe, will be restarted"), "{events}");
 }
+
+/// kubectl with the server's kubeconfig and `stdin` fed to it.
+fn kubectl_with_stdin(server: &ServerProcess, binary: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(binary)
+        .arg(format!("--kubeconfig={}", server.kubeconfig().display()))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Starts `kubectl port-forward` to the pod's port 8080 on a free local port; returns the
+/// process and that port.
+fn port_forward(server: &ServerProcess, binary: &str, pod: &str) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(binary)
+        .arg(format!("--kubeconfig={}", server.kubeconfig().display()))
+        .args(["port-forward", pod, ":8080"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let line = lines.next().expect("port-forward output").unwrap();
+    let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok());
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port.unwrap_or_else(|| panic!("no port in {line:?}")))
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client() {
+    const OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let script = "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www";
+    server.ok(KUBECTL, &["run", "web", &format!("--image={IMAGE}"), "--", "sh", "-c", script]);
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+
+    // kubectl 1.33 speaks WebSocket v5; 1.27 speaks SPDY. Both see output and exit codes.
+    for kubectl in [KUBECTL, OLD] {
+        let out = server.ok(kubectl, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2"]);
+        assert_eq!(out, "out\n", "{kubectl}");
+        let failed = server.kubectl(kubectl, &["exec", "web", "--", "sh", "-c", "exit 3"]);
+        assert_eq!(failed.status.code(), Some(3), "{kubectl}: {}", String::from_utf8_lossy(&failed.stderr));
+        // stdin reaches the command, and its end ends the command.
+        let piped =
+            kubectl_with_stdin(&server, kubectl, &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"], b"line\n");
+        assert!(piped.status.success(), "{kubectl}: {}", String::from_utf8_lossy(&piped.stderr));
+        assert_eq!(String::from_utf8_lossy(&piped.stdout), "line\ndone\n", "{kubectl}");
+        // Errors before the upgrade are upstream's.
+        let err = server.fails(kubectl, &["exec", "web", "-c", "nope", "--", "true"]);
+        assert!(err.contains("container nope is not valid for pod web"), "{kubectl}: {err}");
+    }
+
+    // kubectl cp, both ways (tar through exec's stdin and stdout).
+    let local = dir.path().join("note.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    server.ok(KUBECTL, &["cp", local.to_str().unwrap(), "web:/tmp/note.txt"]);
+    assert_eq!(server.ok(KUBECTL, &["exec", "web", "--", "cat", "/tmp/note.txt"]), "copied in\n");
+    let back = dir.path().join("back.txt");
+    server.ok(KUBECTL, &["cp", "web:/www/index.html", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "hello-from-pod\n");
+
+    // port-forward: tunnelled SPDY over WebSocket (1.33) and plain SPDY (1.27).
+    for kubectl in [KUBECTL, OLD] {
+        let (mut child, port) = port_forward(&server, kubectl, "pod/web");
+        for _ in 0..2 {
+            let body = http_get(port);
+            assert!(body.starts_with("HTTP/1.") && body.contains("hello-from-pod"), "{kubectl}: {body}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // The official Python client: WebSocket v4 exec and port-forward.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stream_check.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(server.kubeconfig())
+        .args(["default", "web"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python exec/port-forward:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

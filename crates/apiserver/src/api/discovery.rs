@@ -108,6 +108,9 @@ fn subresource_facts(
         Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
         Subresource::Finalize => ("", "v1", "Namespace", &["update"]),
         Subresource::Log => ("", "v1", "Pod", &["get"]),
+        Subresource::Exec => ("", "v1", "PodExecOptions", &["create", "get"]),
+        Subresource::Attach => ("", "v1", "PodAttachOptions", &["create", "get"]),
+        Subresource::PortForward => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
     }
 }
 

@@ -66,6 +66,11 @@ pub(super) enum Subresource {
     Finalize,
     /// pods/log: container logs, proxied to the node agent.
     Log,
+    /// pods/exec, pods/attach and pods/portforward: upgraded connections, relayed to the node
+    /// agent.
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Subresource {
@@ -77,6 +82,9 @@ impl Subresource {
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 }
@@ -208,7 +216,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     kind!("", "v1", "pods", "pod", "Pod", k8s::core::v1::Pod, {
         field_labels: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
-        short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction, Log], generation: true,
+        short_names: &["po"], categories: &["all"], subresources: &[Status, Binding, Eviction, Log, Exec, Attach, PortForward], generation: true,
         defaults: defaults::pod, validate: validate::pod, check_update: validate::pod_update,
         columns: printers::POD,
     }),

@@ -263,6 +263,11 @@ async fn serve(
         (&Method::GET, Some(name), Some(Subresource::Log)) => {
             nodeproxy::pod_log(state, ns.unwrap_or_default(), name, &uri).await
         }
+        (
+            &Method::GET | &Method::POST,
+            Some(name),
+            Some(sub @ (Subresource::Exec | Subresource::Attach | Subresource::PortForward)),
+        ) => nodeproxy::pod_stream(state, ns.unwrap_or_default(), name, sub, request).await,
         (&Method::GET, Some(name), Some(Subresource::Scale)) => {
             Ok(json(scale_of(kind, &get_object(&state.store, kind, ns, name).await?)))
         }

@@ -1,6 +1,8 @@
-//! The pods' `log` subresource, proxied to the node agent that runs the pod, as upstream's
-//! API server proxies it to the kubelet: over HTTPS, presenting the API server's kubelet
-//! client certificate and checking the node's serving certificate against the cluster CA.
+//! The pods' `log`, `exec`, `attach` and `portforward` subresources, proxied to the node agent
+//! that runs the pod, as upstream's API server proxies them to the kubelet: over HTTPS,
+//! presenting the API server's kubelet client certificate and checking the node's serving
+//! certificate against the cluster CA. Upgraded connections (SPDY, WebSocket) are relayed byte
+//! for byte; the node agent speaks every protocol the clients do.
 
 use std::sync::Arc;
 
@@ -41,6 +43,19 @@ impl KubeletClient {
         port: u16,
         path_and_query: &str,
     ) -> Result<Response<hyper::body::Incoming>, String> {
+        let request = axum::http::Request::get(path_and_query)
+            .header("host", format!("{host}:{port}"))
+            .body(axum::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        self.send(host, port, request).await
+    }
+
+    async fn send(
+        &self,
+        host: &str,
+        port: u16,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> Result<Response<hyper::body::Incoming>, String> {
         let tcp =
             tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host, port)))
                 .await
@@ -51,11 +66,7 @@ impl KubeletClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = axum::http::Request::get(path_and_query)
-            .header("host", format!("{host}:{port}"))
-            .body(axum::body::Body::empty())
-            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection.with_upgrades());
         sender.send_request(request).await.map_err(|e| e.to_string())
     }
 }
@@ -117,6 +128,32 @@ pub(super) async fn pod_log(
             )));
         }
     }
+    let (kubelet, address, port) = node_agent(state, &pod, name).await?;
+    let query = query_without_container(uri);
+    let path = format!("/containerLogs/{namespace}/{name}/{container}?{query}");
+    let response = kubelet
+        .get(&address, port, &path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("Get \"https://{address}:{port}{path}\": {e}")))?;
+    if response.status() == StatusCode::OK {
+        let (parts, body) = response.into_parts();
+        let mut out = Response::new(axum::body::Body::new(body));
+        *out.status_mut() = parts.status;
+        out.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/plain"));
+        return Ok(out);
+    }
+    let status = response.status();
+    let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 64 << 10).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    Err(ApiError::BadRequest(if message.is_empty() { format!("the node agent answered {status}") } else { message }))
+}
+
+/// The node agent that runs `pod`: its client, address and port.
+async fn node_agent<'a>(
+    state: &'a State,
+    pod: &Value,
+    name: &str,
+) -> Result<(&'a KubeletClient, String, u16), ApiError> {
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
         return Err(ApiError::BadRequest(format!("pod {name} does not have a host assigned")));
     };
@@ -134,29 +171,91 @@ pub(super) async fn pod_log(
         .kubelet
         .as_ref()
         .ok_or_else(|| ApiError::BadRequest("this API server cannot reach node agents".into()))?;
-    let query: String = uri
-        .query()
+    Ok((kubelet, address, port))
+}
+
+fn query_without_container(uri: &axum::http::Uri) -> String {
+    uri.query()
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty() && !p.starts_with("container="))
         .collect::<Vec<_>>()
-        .join("&");
-    let path = format!("/containerLogs/{namespace}/{name}/{container}?{query}");
-    let response = kubelet
-        .get(&address, port, &path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("Get \"https://{address}:{port}{path}\": {e}")))?;
-    if response.status() == StatusCode::OK {
-        let (parts, body) = response.into_parts();
-        let mut out = Response::new(axum::body::Body::new(body));
-        *out.status_mut() = parts.status;
-        out.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/plain"));
-        return Ok(out);
+        .join("&")
+}
+
+/// Request headers that carry an upgrade's negotiation to the node agent.
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// `pods/NAME/exec`, `attach` and `portforward`: the client's upgrade request goes to the node
+/// agent that runs the pod; after `101 Switching Protocols` the bytes flow both ways untouched.
+pub(super) async fn pod_stream(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    sub: Subresource,
+    mut request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let pod = get_object(&state.store, kinds::core("pods"), Some(namespace), name).await?;
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if sub != Subresource::PortForward && matches!(phase, "Succeeded" | "Failed") {
+        return Err(ApiError::BadRequest(format!(
+            "cannot exec into or attach to a container in a completed pod; current phase is {phase}"
+        )));
     }
-    let status = response.status();
-    let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 64 << 10).await.unwrap_or_default();
-    let message = String::from_utf8_lossy(&body).trim().to_owned();
-    Err(ApiError::BadRequest(if message.is_empty() { format!("the node agent answered {status}") } else { message }))
+    let uri = request.uri().clone();
+    let path = match sub {
+        Subresource::PortForward => format!("/portForward/{namespace}/{name}?{}", uri.query().unwrap_or_default()),
+        _ => {
+            let params: LogParams = query(&uri)?;
+            let container = log_container(&pod, name, params.container.as_deref())?;
+            let verb = if sub == Subresource::Exec { "exec" } else { "attach" };
+            format!("/{verb}/{namespace}/{name}/{container}?{}", query_without_container(&uri))
+        }
+    };
+    let (kubelet, address, port) = node_agent(state, &pod, name).await?;
+    let mut forwarded = axum::http::Request::builder()
+        .method(request.method().clone())
+        .uri(&path)
+        .header("host", format!("{address}:{port}"));
+    for (header, value) in request.headers() {
+        if UPGRADE_HEADERS.contains(&header.as_str()) {
+            forwarded = forwarded.header(header, value);
+        }
+    }
+    let forwarded = forwarded.body(axum::body::Body::empty()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = kubelet
+        .send(&address, port, forwarded)
+        .await
+        .map_err(|e| ApiError::Internal(format!("error dialing backend: {e}")))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let body =
+            axum::body::to_bytes(axum::body::Body::new(response.into_body()), 64 << 10).await.unwrap_or_default();
+        let message = String::from_utf8_lossy(&body).trim().to_owned();
+        return Err(ApiError::BadRequest(if message.is_empty() {
+            format!("the node agent answered {status}")
+        } else {
+            message
+        }));
+    }
+    let client = hyper::upgrade::on(&mut request);
+    let node = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(node)) = (client.await, node.await) else { return };
+        let (mut a, mut b) = (hyper_util::rt::TokioIo::new(client), hyper_util::rt::TokioIo::new(node));
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    });
+    let mut out = Response::new(axum::body::Body::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = response.headers().clone();
+    Ok(out)
 }
 
 #[cfg(test)]
