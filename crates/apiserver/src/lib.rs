@@ -5,6 +5,7 @@
 //! of containers or nodes' internals.
 
 pub mod api;
+pub mod join;
 pub mod pki;
 mod selector;
 mod status;
@@ -84,7 +85,16 @@ impl Server {
         let kubelet = api::nodeproxy::KubeletClient::new(&pki.ca_cert, &client.cert, &client.key)?;
         let state = api::State::new(store, config.service_cidr, Some(kubelet));
         api::ensure_system_objects(&state, addr.port()).await?;
-        let router = api::router(state).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
+        // Joining nodes authenticate with the join token's secret, which may call nothing else.
+        let join_token = join::token(&config.data_dir, &pki.ca_cert)?;
+        let mut tokens = tokens;
+        if let Ok((_, secret)) = join::parse_token(&join_token) {
+            let user = User { name: join::BOOTSTRAP_USER.into(), groups: vec![join::BOOTSTRAP_GROUP.into()] };
+            tokens.0.insert(secret.to_owned(), user);
+        }
+        let joins = join::router(join::JoinState { data_dir: config.data_dir.clone(), ca_pem: pki.ca_cert.clone() });
+        let router =
+            api::router(state).merge(joins).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
         let mut tasks = JoinSet::new();
         tasks.spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router));
         tracing::info!("API server ready on {url} in {:?}", started.elapsed());
@@ -226,11 +236,24 @@ async fn authenticate(
         tokens.0.get(token.trim()).cloned()
     });
     match user {
+        Some(user)
+            if user.groups.iter().any(|g| g == join::BOOTSTRAP_GROUP) && request.uri().path() != join::JOIN_PATH =>
+        {
+            let (user, path) = (&user.name, request.uri().path());
+            ApiError::ForbiddenRequest(format!(
+                "forbidden: User \"{user}\" cannot use path \"{path}\": a join token only joins nodes"
+            ))
+            .into_response()
+        }
         Some(user) => {
             request.extensions_mut().insert(user);
             next.run(request).await
         }
-        None if matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version" | "/version/") => {
+        None if matches!(
+            request.uri().path(),
+            "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" | join::CA_PATH
+        ) =>
+        {
             next.run(request).await
         }
         None => ApiError::Unauthorized.into_response(),

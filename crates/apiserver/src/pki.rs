@@ -233,6 +233,45 @@ pub fn node_serving(data_dir: &Path, node: &str, ips: &[IpAddr]) -> Result<Issue
     Ok(issued)
 }
 
+/// Signs a joining node's two certificate requests with the cluster CA: its client
+/// certificate (`system:node:NAME` in `system:nodes`) and its node API's serving certificate
+/// (the node's name and addresses). Only the requests' public keys are used; names come from
+/// here. Returns (client, serving) certificates in PEM.
+pub fn sign_node_requests(
+    data_dir: &Path,
+    node: &str,
+    ips: &[IpAddr],
+    client_csr: &str,
+    serving_csr: &str,
+) -> Result<(String, String), Error> {
+    let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot sign the node's request: {e}"));
+    let dir = data_dir.join("pki");
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())));
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(pki_error)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.crt"))?, ca_key).map_err(pki_error)?;
+    let now = time::OffsetDateTime::now_utc();
+    let sign = |pem: &str, mut params: CertificateParams| -> Result<String, Error> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(pem).map_err(pki_error)?;
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(3650);
+        csr.params = params;
+        Ok(csr.signed_by(&issuer).map_err(pki_error)?.pem())
+    };
+    let mut client = CertificateParams::default();
+    client.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let mut serving = CertificateParams::default();
+    serving.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
+    let mut sans = vec![SanType::DnsName(node.to_owned().try_into().map_err(pki_error)?)];
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    serving.subject_alt_names = sans;
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    Ok((sign(client_csr, client)?, sign(serving_csr, serving)?))
+}
+
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);

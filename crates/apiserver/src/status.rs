@@ -36,6 +36,8 @@ pub enum ApiError {
         name: String,
         message: String,
     },
+    /// A request this user may not make at all, explained.
+    ForbiddenRequest(String),
     /// A write that conflicts with the object's state, explained.
     Conflicting {
         resource: String,
@@ -110,6 +112,7 @@ impl ApiError {
                 format!("{resource} \"{name}\" is forbidden: {message}"),
                 details(resource, name),
             ),
+            ApiError::ForbiddenRequest(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone(), json!(null)),
             ApiError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", m.clone(), json!(null)),
             ApiError::Invalid { kind, name, causes } => {
                 let mut details = match kind.split_once('.') {

@@ -25,16 +25,25 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// The agent's config on a server, whose PKI issues the node's serving certificate.
-    pub fn server_config(&self, data_dir: &Path) -> anyhow::Result<rkube_agent::Config> {
-        let mut config = rkube_agent::Config {
+    /// The agent's config, without its node API.
+    pub fn config(&self, data_dir: &Path) -> rkube_agent::Config {
+        rkube_agent::Config {
             data_dir: data_dir.to_owned(),
             node_name: self.node_name.clone(),
             node_ip: self.node_ip.clone(),
             runtime_endpoint: self.container_runtime_endpoint.clone(),
             labels: Default::default(),
             node_api: None,
-        };
+        }
+    }
+
+    pub fn node_api_port(&self) -> u16 {
+        self.node_api_port
+    }
+
+    /// The agent's config on a server, whose PKI issues the node's serving certificate.
+    pub fn server_config(&self, data_dir: &Path) -> anyhow::Result<rkube_agent::Config> {
+        let mut config = self.config(data_dir);
         let (name, ip) = rkube_agent::identity(&config);
         let ips: Vec<std::net::IpAddr> = ip.parse().into_iter().collect();
         let serving = rkube_apiserver::pki::node_serving(data_dir, &name, &ips)?;

@@ -4,6 +4,7 @@
 
 mod agent;
 mod bench;
+mod join;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,13 @@ struct Cli {
 enum Command {
     /// Runs the control plane: the API server in front of the cluster store.
     Server(server::Args),
+    /// Runs a node agent that joins a server with its join token.
+    Agent(join::Args),
+    /// Prints the server's join token, for `rkube agent --token`.
+    Token {
+        #[arg(long, default_value = "/var/lib/rkube")]
+        data_dir: std::path::PathBuf,
+    },
     /// Images on this node, for clusters without a registry.
     Images {
         #[command(subcommand)]
@@ -50,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Bench { which } => bench::run(which).await,
+            Command::Agent(args) => join::run(args).await,
+            Command::Token { data_dir } => join::print_token(&data_dir),
             Command::Images { which } => agent::images(which).await,
             Command::Killall { data_dir } => agent::killall(&data_dir).await,
         }

@@ -585,3 +585,98 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `rkube agent` joining a server; stopped and cleaned up (`rkube killall`) on drop.
+struct AgentProcess {
+    child: std::process::Child,
+    data_dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    fn start(server: &ServerProcess, token: &str, name: &str) -> AgentProcess {
+        let data_dir = data_dir();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["agent", "--server", &server.url, "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--node-name", name, "--node-ip", "127.0.0.1", "--node-api-port", "0"])
+            .env("RKUBE_TOKEN", token)
+            .spawn()
+            .unwrap();
+        AgentProcess { child, data_dir }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["killall", "--data-dir"])
+            .arg(self.data_dir.path())
+            .output();
+    }
+}
+
+#[test]
+fn an_agent_joins_with_the_servers_token_under_its_own_identity() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let rkube = env!("CARGO_BIN_EXE_rkube");
+    let out = std::process::Command::new(rkube).args(["token", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let secret = token.rsplit("::").next().unwrap().to_owned();
+
+    // A token for another cluster's CA is refused before anything is sent.
+    let wrong = format!("rk1::{}::{secret}", "0".repeat(64));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(rkube)
+        .args(["agent", "--server", &server.url, "--token", &wrong, "--data-dir"])
+        .arg(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not have the CA this token names"), "{err}");
+    // The token's secret joins nodes and does nothing else.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("Authorization: Bearer {secret}")])
+            .arg(format!("{}{path}", server.url))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(curl("/api/v1/secrets"), "403");
+
+    let agent = AgentProcess::start(&server, &token, "node2");
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "node/node2", "--timeout=60s"]);
+    let kubeconfig = std::fs::read_to_string(agent.data_dir.path().join("agent/kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("system:node:node2"), "{kubeconfig}");
+    let admin = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+    let admin_cert = admin.lines().find(|l| l.contains("client-certificate-data")).unwrap().trim().to_owned();
+    assert!(!kubeconfig.contains(&admin_cert), "the agent must not hold the admin's certificate");
+    let cidrs = jsonpath(&server, &["nodes"], "{.items[*].spec.podCIDR}");
+    assert_eq!(cidrs.split_whitespace().count(), 2, "{cidrs}");
+
+    // A pod on each node; the server's node reaches the agent's pod by its IP.
+    let here =
+        jsonpath(&server, &["nodes", "-l", "node-role.kubernetes.io/control-plane"], "{.items[0].metadata.name}");
+    for (pod, node) in [("far", "node2"), ("near", here.as_str())] {
+        let overrides = format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#);
+        let script =
+            format!("mkdir -p /www && echo {pod}-on-{node} > /www/index.html && exec httpd -f -p 8080 -h /www");
+        server.ok(
+            KUBECTL,
+            &["run", pod, &format!("--image={IMAGE}"), &format!("--overrides={overrides}"), "--", "sh", "-c", &script],
+        );
+    }
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/far", "pod/near", "--timeout=60s"]);
+    let far_ip = jsonpath(&server, &["pod", "far"], "{.status.podIP}");
+    let got = server.ok(KUBECTL, &["exec", "near", "--", "wget", "-qO-", &format!("http://{far_ip}:8080/")]);
+    assert_eq!(got, "far-on-node2\n");
+    // Logs and exec on the joined node go through its own node API.
+    assert_eq!(server.ok(KUBECTL, &["exec", "far", "--", "cat", "/www/index.html"]), "far-on-node2\n");
+    drop(agent);
+}

@@ -90,7 +90,7 @@ impl Subresource {
 }
 
 #[derive(Clone, Copy)]
-pub(super) enum NameRule {
+pub(crate) enum NameRule {
     Dns1123Label,
     Dns1123Subdomain,
     /// RBAC and a few others accept any name that is a valid path segment.
@@ -440,7 +440,7 @@ pub(super) fn generated_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-pub(super) fn check_name(rule: NameRule, name: &str) -> Option<String> {
+pub(crate) fn check_name(rule: NameRule, name: &str) -> Option<String> {
     let label = |s: &str| {
         !s.is_empty()
             && s.len() <= 63

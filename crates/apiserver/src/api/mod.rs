@@ -25,7 +25,7 @@ mod collections;
 mod defaults;
 mod deletion;
 mod discovery;
-mod kinds;
+pub(crate) mod kinds;
 mod metrics;
 pub mod nodeproxy;
 mod objects;
