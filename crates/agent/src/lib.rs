@@ -16,6 +16,7 @@ pub mod node;
 pub mod nodeapi;
 pub mod pods;
 pub mod probe;
+pub mod routes;
 pub mod spdy;
 pub mod spec;
 pub mod stream;
@@ -160,6 +161,7 @@ async fn run(
             }
         }
     };
+    let _routes = AbortOnDrop(tokio::spawn(routes::run(client.clone(), name.clone(), ip.clone())));
     let cri = cri::connect(&socket);
     let mut node_api_port = 0;
     let mut node_api_task = None;

@@ -223,6 +223,8 @@ pub async fn killall(data_dir: &Path) -> anyhow::Result<()> {
             .stderr(std::process::Stdio::null())
             .status();
     }
+    // Routes to other nodes and the NAT exemptions (one agent per network namespace owns them).
+    rkube_agent::routes::remove_all().await;
     // Mounts left under the data directory (sandbox shm, rootfs) are unmounted.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let root = paths.root.to_string_lossy().into_owned();

@@ -586,23 +586,42 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
     );
 }
 
-/// `rkube agent` joining a server; stopped and cleaned up (`rkube killall`) on drop.
+/// `rkube agent` joining a server, on this host or in a network namespace; stopped and
+/// cleaned up (`rkube killall`, in the same namespace) on drop.
 struct AgentProcess {
     child: std::process::Child,
     data_dir: tempfile::TempDir,
+    netns: Option<String>,
 }
 
 impl AgentProcess {
     fn start(server: &ServerProcess, token: &str, name: &str) -> AgentProcess {
+        AgentProcess::start_in(None, &server.url, token, name, "127.0.0.1", "0")
+    }
+
+    fn start_in(netns: Option<&str>, url: &str, token: &str, name: &str, ip: &str, port: &str) -> AgentProcess {
         let data_dir = data_dir();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
-            .args(["agent", "--server", &server.url, "--data-dir"])
+        let child = AgentProcess::command(netns)
+            .args(["agent", "--server", url, "--data-dir"])
             .arg(data_dir.path())
-            .args(["--node-name", name, "--node-ip", "127.0.0.1", "--node-api-port", "0"])
+            .args(["--node-name", name, "--node-ip", ip, "--node-api-port", port])
             .env("RKUBE_TOKEN", token)
             .spawn()
             .unwrap();
-        AgentProcess { child, data_dir }
+        AgentProcess { child, data_dir, netns: netns.map(str::to_owned) }
+    }
+
+    /// `rkube`, inside `netns` if given. nsenter enters the network namespace only: `ip netns
+    /// exec` would also mount a fresh /sys, hiding the cgroup mounts runc needs.
+    fn command(netns: Option<&str>) -> std::process::Command {
+        match netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).args(["--", env!("CARGO_BIN_EXE_rkube")]);
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_rkube")),
+        }
     }
 }
 
@@ -610,10 +629,63 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+        let _ = AgentProcess::command(self.netns.as_deref())
             .args(["killall", "--data-dir"])
             .arg(self.data_dir.path())
             .output();
+    }
+}
+
+/// Hosts on this machine: network namespaces on one bridge (a shared link, like machines on
+/// one switch), removed on drop after their agents.
+struct Hosts {
+    bridge: &'static str,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    const SUBNET: &'static str = "172.31.77";
+
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn make(count: usize) -> Hosts {
+        let hosts = Hosts { bridge: "rkt-br", names: (1..=count).map(|i| format!("rkt-h{i}")).collect() };
+        hosts.remove(); // what a killed earlier run left
+        let gateway = format!("{}.1/24", Hosts::SUBNET);
+        Hosts::ip(&["link", "add", hosts.bridge, "type", "bridge"]);
+        Hosts::ip(&["addr", "add", &gateway, "dev", hosts.bridge]);
+        Hosts::ip(&["link", "set", hosts.bridge, "up"]);
+        for (i, ns) in hosts.names.iter().enumerate() {
+            let veth = format!("rkt-v{}", i + 1);
+            let addr = format!("{}.{}/24", Hosts::SUBNET, i + 2);
+            Hosts::ip(&["netns", "add", ns]);
+            Hosts::ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+            Hosts::ip(&["link", "set", &veth, "master", hosts.bridge, "up"]);
+            Hosts::ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+            Hosts::ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            Hosts::ip(&["-n", ns, "link", "set", "lo", "up"]);
+            Hosts::ip(&["-n", ns, "route", "add", "default", "via", &format!("{}.1", Hosts::SUBNET)]);
+        }
+        hosts
+    }
+
+    fn remove(&self) {
+        for ns in &self.names {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for i in 1..=self.names.len() {
+            let _ = std::process::Command::new("ip").args(["link", "del", &format!("rkt-v{i}")]).output();
+        }
+        let _ = std::process::Command::new("ip").args(["link", "del", self.bridge]).output();
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -679,4 +751,51 @@ fn an_agent_joins_with_the_servers_token_under_its_own_identity() {
     // Logs and exec on the joined node go through its own node API.
     assert_eq!(server.ok(KUBECTL, &["exec", "far", "--", "cat", "/www/index.html"]), "far-on-node2\n");
     drop(agent);
+}
+
+#[test]
+fn pods_on_two_hosts_reach_each_other_by_ip_without_nat() {
+    let hosts = Hosts::make(2);
+    let dir = tempfile::tempdir().unwrap();
+    let lease = common::CidrLease::take();
+    let bind = format!("{}.1:0", Hosts::SUBNET);
+    let server = ServerProcess::start_at(dir.path(), &bind, &["--no-agent", "--cluster-cidr", &lease.cidr]);
+    let token = std::fs::read_to_string(dir.path().join("token")).unwrap().trim().to_owned();
+    let agents: Vec<AgentProcess> = hosts
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let ip = format!("{}.{}", Hosts::SUBNET, i + 2);
+            AgentProcess::start_in(Some(ns), &server.url, &token, ns, &ip, "10250")
+        })
+        .collect();
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "node/rkt-h1", "node/rkt-h2", "--timeout=90s"]);
+    // The far pod answers with the address its client came from.
+    let cgi = "mkdir -p /www/cgi-bin && { echo '#!/bin/sh'; echo 'echo Content-Type: text/plain'; echo echo; \
+               echo 'echo $REMOTE_ADDR'; } > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www";
+    for (pod, node) in [("far", "rkt-h2"), ("near", "rkt-h1")] {
+        let overrides = format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#);
+        server.ok(
+            KUBECTL,
+            &["run", pod, &format!("--image={IMAGE}"), &format!("--overrides={overrides}"), "--", "sh", "-c", cgi],
+        );
+    }
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/far", "pod/near", "--timeout=90s"]);
+    let far_ip = jsonpath(&server, &["pod", "far"], "{.status.podIP}");
+    let near_ip = jsonpath(&server, &["pod", "near"], "{.status.podIP}");
+    let url = format!("http://{far_ip}:8080/cgi-bin/ip");
+    // Routes appear as the agents see each other's nodes.
+    eventually("near reaches far", Duration::from_secs(30), || {
+        let out = server.kubectl(KUBECTL, &["exec", "near", "--", "timeout", "5", "wget", "-qO-", &url]);
+        // busybox httpd writes an IPv4 client as "[::ffff:A.B.C.D]".
+        let got =
+            String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("[::ffff:").trim_end_matches(']').to_owned();
+        if got == near_ip { Ok(()) } else { Err(format!("{got:?} {}", String::from_utf8_lossy(&out.stderr))) }
+    });
+    // Logs come from the far host's node API.
+    let logs = server.ok(KUBECTL, &["logs", "far"]);
+    assert!(!logs.contains("error"), "{logs}");
+    drop(agents);
+    drop(hosts);
 }

@@ -88,9 +88,19 @@ impl ServerProcess {
         ServerProcess::spawn(data_dir, &["--cluster-cidr", &cidr, "--node-api-port", "0"], Some(lease))
     }
 
+    /// A server listening on `bind` (an address other hosts, such as network namespaces, can
+    /// reach), with exactly `flags`.
+    pub fn start_at(data_dir: &Path, bind: &str, flags: &[&str]) -> ServerProcess {
+        ServerProcess::spawn_at(data_dir, bind, flags, None)
+    }
+
     fn spawn(data_dir: &Path, flags: &[&str], node: Option<CidrLease>) -> ServerProcess {
+        ServerProcess::spawn_at(data_dir, "127.0.0.1:0", flags, node)
+    }
+
+    fn spawn_at(data_dir: &Path, bind: &str, flags: &[&str], node: Option<CidrLease>) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
-            .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .args(flags)
             .stdout(Stdio::null())
