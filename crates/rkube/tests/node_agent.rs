@@ -799,3 +799,20 @@ fn pods_on_two_hosts_reach_each_other_by_ip_without_nat() {
     drop(agents);
     drop(hosts);
 }
+
+#[test]
+fn the_readme_example_serves_its_configmap_on_pod_ips() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web.yaml");
+    server.ok(KUBECTL, &["apply", "-f", example]);
+    server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let ips = jsonpath(&server, &["pods", "-l", "app=web"], "{.items[*].status.podIP}");
+    assert_eq!(ips.split_whitespace().count(), 2, "{ips}");
+    for ip in ips.split_whitespace() {
+        let out =
+            std::process::Command::new("curl").args(["-s", "-m", "5", &format!("http://{ip}:8080/")]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from rkube\n", "pod {ip}");
+    }
+}
