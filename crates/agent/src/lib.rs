@@ -10,6 +10,7 @@
 pub mod cni;
 pub mod containerd;
 pub mod cri;
+pub mod hooks;
 pub mod image;
 pub mod logs;
 pub mod node;

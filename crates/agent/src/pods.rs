@@ -517,8 +517,26 @@ async fn start(
     let id =
         rt.create_container(request).await.map_err(|e| failed("CreateContainerError", e))?.into_inner().container_id;
     ctx.recorder.record(pod, Type::Normal, "Created", "Syncing", format!("Created container {}", c.name));
-    rt.start_container(StartContainerRequest { container_id: id }).await.map_err(|e| failed("RunContainerError", e))?;
+    rt.start_container(StartContainerRequest { container_id: id.clone() })
+        .await
+        .map_err(|e| failed("RunContainerError", e))?;
     ctx.recorder.record(pod, Type::Normal, "Started", "Syncing", format!("Started container {}", c.name));
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let ip = sandbox.ip.clone().unwrap_or_default();
+        let timeout = Duration::from_secs(grace.max(1) as u64);
+        if let Err(e) = crate::hooks::run(&ctx.cri, c, &id, &ip, hook, timeout).await {
+            // As upstream: the event does not carry the hook's output, which may hold secrets.
+            tracing::info!(
+                "{}/{}: postStart hook of {}: {e}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
+                c.name
+            );
+            ctx.recorder.record(pod, Type::Warning, "FailedPostStartHook", "Syncing", "PostStartHook failed".into());
+            let _ = rt.stop_container(StopContainerRequest { container_id: id, timeout: grace }).await;
+        }
+    }
     Ok(())
 }
 
@@ -739,7 +757,23 @@ async fn terminate(ctx: &Context, pod: &Pod, seen: &Observed) -> bool {
     for c in &running {
         ctx.recorder.record(pod, Type::Normal, "Killing", "Killing", format!("Stopping container {}", c.name));
     }
-    if !remove_all(&ctx.cri, seen, grace).await {
+    // preStop hooks run first, all at once; stopping gets what is left of the grace period.
+    let specs = pod_containers(pod);
+    let ip = seen.sandbox().and_then(|s| s.ip.clone()).unwrap_or_default();
+    let hooks = running.iter().filter_map(|c| {
+        let spec =
+            specs.iter().find(|s| s.name == c.name && s.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some()))?;
+        Some(crate::hooks::pre_stop(&ctx.cri, spec, &c.id, &ip, grace))
+    });
+    let mut left = grace;
+    for (remaining, failed) in futures::future::join_all(hooks).await {
+        left = left.min(remaining);
+        if let Some(e) = failed {
+            tracing::info!("{}/{}: preStop hook: {e}", pod.namespace().unwrap_or_default(), pod.name_any());
+            ctx.recorder.record(pod, Type::Warning, "FailedPreStopHook", "Killing", "PreStopHook failed".into());
+        }
+    }
+    if !remove_all(&ctx.cri, seen, left).await {
         return false;
     }
     crate::volumes::remove(&ctx.volumes, &pod.uid().unwrap_or_default());

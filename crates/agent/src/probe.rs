@@ -1,4 +1,5 @@
-//! Liveness, readiness and startup probes (exec through CRI, httpGet, tcpSocket), one task
+//! Liveness, readiness and startup probes (exec through CRI, httpGet over HTTP or HTTPS,
+//! tcpSocket), one task
 //! per running container that has any, as the kubelet's probe workers. Results go to the pod
 //! worker, which reports `ready` and `started`; a failed liveness or startup probe stops the
 //! container, and the worker restarts it by the pod's restart policy.
@@ -6,7 +7,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1::{ExecSyncRequest, StopContainerRequest};
-use k8s_openapi::api::core::v1::{Container as SpecContainer, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container as SpecContainer, HTTPGetAction, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rkube_controllers::events::{Recorder, Type};
 use tokio::sync::{Notify, watch};
@@ -143,6 +144,12 @@ pub async fn run(target: Target, found: watch::Sender<Found>, wake: std::sync::A
                         .termination_grace_period_seconds
                         .or(target.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
                         .unwrap_or(30);
+                    let (grace, failed) =
+                        crate::hooks::pre_stop(&target.cri, &c, &target.container_id, &target.ip, grace).await;
+                    if failed.is_some() {
+                        let message = "PreStopHook failed".to_owned();
+                        target.recorder.record(&target.pod, Type::Warning, "FailedPreStopHook", "Killing", message);
+                    }
                     let request = StopContainerRequest { container_id: target.container_id.clone(), timeout: grace };
                     let _ = target.cri.runtime.clone().stop_container(request).await;
                     state.ready = false;
@@ -178,22 +185,7 @@ async fn check(target: &Target, probe: &Probe) -> Result<(), String> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     let c = &target.container;
     if let Some(exec) = &probe.exec {
-        let request = ExecSyncRequest {
-            container_id: target.container_id.clone(),
-            cmd: exec.command.clone().unwrap_or_default(),
-            timeout: timeout.as_secs() as i64,
-        };
-        let response =
-            tokio::time::timeout(timeout + Duration::from_secs(1), target.cri.runtime.clone().exec_sync(request))
-                .await
-                .map_err(|_| format!("command timed out after {}s", timeout.as_secs()))?
-                .map_err(|e| e.message().to_owned())?
-                .into_inner();
-        if response.exit_code == 0 {
-            return Ok(());
-        }
-        let output = String::from_utf8_lossy(&[response.stdout, response.stderr].concat()).trim().to_owned();
-        return Err(if output.is_empty() { format!("command exited with {}", response.exit_code) } else { output });
+        return run_exec(&target.cri, &target.container_id, exec.command.clone().unwrap_or_default(), timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
         let port = port(c, &tcp.port).ok_or("the probe's port is not valid")?;
@@ -205,41 +197,127 @@ async fn check(target: &Target, probe: &Probe) -> Result<(), String> {
         };
     }
     if let Some(http) = &probe.http_get {
-        let port = port(c, &http.port).ok_or("the probe's port is not valid")?;
-        let host = http.host.clone().unwrap_or_else(|| target.ip.clone());
-        let path = http.path.clone().unwrap_or_else(|| "/".into());
-        if http.scheme.as_deref() == Some("HTTPS") {
-            return Err("HTTPS probes are not supported yet".into());
-        }
-        let url = format!("http://{host}:{port}{path}");
-        let attempt = async {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            let mut request = axum::http::Request::get(&path)
-                .header("host", format!("{host}:{port}"))
-                .header("user-agent", "kube-probe/1.33")
-                .header("accept", "*/*");
-            for h in http.http_headers.iter().flatten() {
-                request = request.header(h.name.as_str(), h.value.as_str());
-            }
-            let request = request.body(axum::body::Body::empty()).map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(response.status().as_u16())
-        };
-        return match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
-            Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
-            Ok(Err(e)) => Err(format!("Get \"{url}\": {e}")),
-            Err(_) => Err(format!("Get \"{url}\": context deadline exceeded")),
-        };
+        return http_get(c, http, &target.ip, timeout).await;
     }
     if probe.grpc.is_some() {
         return Err("gRPC probes are not supported yet".into());
     }
     Err("the probe has no handler".into())
+}
+
+/// Runs `cmd` in the container through CRI ExecSync; an error is its output or exit code.
+pub async fn run_exec(cri: &Cri, container_id: &str, cmd: Vec<String>, timeout: Duration) -> Result<(), String> {
+    let request = ExecSyncRequest { container_id: container_id.to_owned(), cmd, timeout: timeout.as_secs() as i64 };
+    let response = tokio::time::timeout(timeout + Duration::from_secs(1), cri.runtime.clone().exec_sync(request))
+        .await
+        .map_err(|_| format!("command timed out after {}s", timeout.as_secs()))?
+        .map_err(|e| e.message().to_owned())?
+        .into_inner();
+    if response.exit_code == 0 {
+        return Ok(());
+    }
+    let output = String::from_utf8_lossy(&[response.stdout, response.stderr].concat()).trim().to_owned();
+    Err(if output.is_empty() { format!("command exited with {}", response.exit_code) } else { output })
+}
+
+/// An httpGet handler (probe or lifecycle hook) against `pod_ip` unless it names a host:
+/// success is a status from 200 to 399. HTTPS does not verify the certificate, as the
+/// kubelet does not.
+pub async fn http_get(c: &SpecContainer, http: &HTTPGetAction, pod_ip: &str, timeout: Duration) -> Result<(), String> {
+    let port = port(c, &http.port).ok_or("the handler's port is not valid")?;
+    let host = http.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_owned());
+    let path = http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+    let https = http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    let url = format!("{}://{host}:{port}{path}", if https { "https" } else { "http" });
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let mut request = axum::http::Request::get(&path)
+            .header("host", format!("{host}:{port}"))
+            .header("user-agent", "kube-probe/1.33")
+            .header("accept", "*/*");
+        for h in http.http_headers.iter().flatten() {
+            request = request.header(h.name.as_str(), h.value.as_str());
+        }
+        let request = request.body(axum::body::Body::empty()).map_err(|e| e.to_string())?;
+        let response = if https {
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+            let tls = insecure_tls().connect(name, tcp).await.map_err(|e| e.to_string())?;
+            send(hyper_util::rt::TokioIo::new(tls), request).await?
+        } else {
+            send(hyper_util::rt::TokioIo::new(tcp), request).await?
+        };
+        Ok::<_, String>(response)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
+        Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        Ok(Err(e)) => Err(format!("Get \"{url}\": {e}")),
+        Err(_) => Err(format!("Get \"{url}\": context deadline exceeded")),
+    }
+}
+
+async fn send<T>(io: T, request: axum::http::Request<axum::body::Body>) -> Result<u16, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await.map_err(|e| e.to_string())?.status().as_u16())
+}
+
+/// TLS that accepts any server certificate (still checking the handshake's signatures).
+fn insecure_tls() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

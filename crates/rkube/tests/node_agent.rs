@@ -816,3 +816,80 @@ fn the_readme_example_serves_its_configmap_on_pod_ips() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from rkube\n", "pod {ip}");
     }
 }
+
+#[test]
+fn lifecycle_hooks_run_and_https_probes_pass() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let port = server.url.rsplit(':').next().unwrap();
+    // Ready only through an HTTPS readiness probe against the API server's /readyz (a
+    // certificate the agent does not verify, as the kubelet does not).
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www"]
+    lifecycle:
+      postStart:
+        exec:
+          command: ["sh", "-c", "mkdir -p /www && echo post-start > /www/post"]
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo pre-stop > /hooks/pre"]
+    readinessProbe:
+      periodSeconds: 1
+      httpGet:
+        scheme: HTTPS
+        host: 127.0.0.1
+        port: {port}
+        path: /readyz
+    volumeMounts:
+    - name: hooks
+      mountPath: /hooks
+  volumes:
+  - name: hooks
+    hostPath:
+      path: {hooks}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: badhook
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
+        exec:
+          command: ["sh", "-c", "exit 7"]
+"#,
+        hooks = hooks.display()
+    );
+    apply(&server, dir.path(), "hooks", &yaml);
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/hooked", "--timeout=60s"]);
+    assert_eq!(server.ok(KUBECTL, &["exec", "hooked", "--", "cat", "/www/post"]), "post-start\n");
+
+    // A failing postStart hook kills the container, which the restart policy restarts.
+    eventually("FailedPostStartHook and a restart", Duration::from_secs(60), || {
+        let events = server.ok(KUBECTL, &["get", "events", "--field-selector", "involvedObject.name=badhook"]);
+        let restarts = jsonpath(&server, &["pod", "badhook"], "{.status.containerStatuses[0].restartCount}");
+        let restarted = restarts.parse::<u32>().unwrap_or(0) >= 1;
+        if events.contains("FailedPostStartHook") && restarted { Ok(()) } else { Err(format!("{restarts} {events}")) }
+    });
+
+    // Deleting runs preStop before the container is stopped.
+    server.ok(KUBECTL, &["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    assert_eq!(std::fs::read_to_string(hooks.join("pre")).unwrap_or_default(), "pre-stop\n");
+}
