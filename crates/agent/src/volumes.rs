@@ -52,6 +52,10 @@ pub async fn prepare(
             projected(client, &namespace, pod, volume, node_name, node_ip).await.map_err(fail)?
         {
             std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+            // Secrets (and projected volumes, which may hold them) never touch the disk.
+            if volume.secret.is_some() || volume.projected.is_some() {
+                mount_tmpfs(&dir).map_err(fail)?;
+            }
             write_atomic(&dir, &files).map_err(|e| fail(e.to_string()))?;
             dir
         } else {

@@ -348,6 +348,7 @@ spec:
       cat /shared/note /etc/secret/password; echo; cat /etc/info/name; echo
       stat -c %a /etc/secret/..data/password
       grep " /mem " /proc/mounts | cut -d' ' -f3
+      grep " /etc/secret " /proc/mounts | cut -d' ' -f3
       while true; do echo "greeting=$(cat /etc/config/greeting)"; sleep 1; done
     volumeMounts:
     - {{name: config, mountPath: /etc/config}}
@@ -361,7 +362,7 @@ spec:
     server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/vols", "--timeout=60s"]);
     eventually("volume contents", Duration::from_secs(20), || {
         let log = server.ok(KUBECTL, &["logs", "vols", "-c", "main"]);
-        let expected = "from-init\ns3cret\nvols\n400\ntmpfs\ngreeting=hello\n";
+        let expected = "from-init\ns3cret\nvols\n400\ntmpfs\ntmpfs\ngreeting=hello\n";
         log.starts_with(expected).then_some(()).ok_or(log)
     });
     // An updated ConfigMap reaches the running container.
