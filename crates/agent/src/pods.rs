@@ -13,7 +13,7 @@ use k8s_cri::v1::{
     CreateContainerRequest, ImageSpec, ImageStatusRequest, PullImageRequest, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Container as SpecContainer, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container as SpecContainer, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
@@ -604,7 +604,22 @@ async fn environment(ctx: &Context, pod: &Pod, c: &SpecContainer) -> Result<Vec<
     let namespace = pod.namespace().unwrap_or_default();
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut env: Vec<(String, String)> = Vec::new();
+    // Service variables first, so the container's own override them and `$(VAR)` sees them:
+    // the `kubernetes` service everywhere, the namespace's services unless links are off.
+    let mut services: Vec<Service> = Vec::new();
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    if links {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+        services = api.list(&Default::default()).await.map_err(|e| e.to_string())?.items;
+    }
+    if namespace != "default" || !links {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), "default");
+        let named = services.iter().any(|s| s.metadata.name.as_deref() == Some("kubernetes"));
+        if let Some(k) = api.get_opt("kubernetes").await.map_err(|e| e.to_string())?.filter(|_| !named) {
+            services.push(k);
+        }
+    }
+    let mut env: Vec<(String, String)> = spec::service_env(&services);
     let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
         env.retain(|(k, _)| *k != key);
         env.push((key, value));

@@ -11,7 +11,7 @@ use k8s_cri::v1::{
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping,
 };
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service};
 
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
 
@@ -239,6 +239,43 @@ pub fn mounts(
 }
 
 /// The value of a `fieldRef` path, or None for a path the pod does not have.
+/// Upstream's service environment variables (`{NAME}_SERVICE_HOST`, `_SERVICE_PORT`, named
+/// ports, and the Docker link variables) for the services that have a cluster IP.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let var = |name: &str| name.replace('-', "_").to_uppercase();
+    let mut env = Vec::new();
+    for service in services {
+        let Some(spec) = &service.spec else { continue };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.clone().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = var(&service.metadata.name.clone().unwrap_or_default());
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        env.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+        for p in &ports {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                env.push((format!("{prefix}_SERVICE_PORT_{}", var(name)), p.port.to_string()));
+            }
+        }
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.clone() };
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let url = format!("{}://{host}:{}", protocol.to_lowercase(), p.port);
+            if i == 0 {
+                env.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_uppercase());
+            env.push((port_prefix.clone(), url));
+            env.push((format!("{port_prefix}_PROTO"), protocol.to_lowercase()));
+            env.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            env.push((format!("{port_prefix}_ADDR"), ip.clone()));
+        }
+    }
+    env
+}
+
 pub fn field_value(pod: &Pod, path: &str, node_name: &str, node_ip: &str) -> Option<String> {
     let m = &pod.metadata;
     let status = pod.status.clone().unwrap_or_default();
@@ -261,6 +298,33 @@ pub fn field_value(pod: &Pod, path: &str, node_name: &str, node_ip: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn service_env_is_upstreams() {
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "my-db"},
+            "spec": {"clusterIP": "10.43.0.7", "ports": [
+                {"port": 5432},
+                {"name": "metrics", "port": 9187, "protocol": "UDP"}
+            ]}
+        }))
+        .unwrap();
+        let headless: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}
+        }))
+        .unwrap();
+        let env = super::service_env(&[service, headless]);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MY_DB_SERVICE_HOST"), Some("10.43.0.7"));
+        assert_eq!(get("MY_DB_SERVICE_PORT"), Some("5432"));
+        assert_eq!(get("MY_DB_SERVICE_PORT_METRICS"), Some("9187"));
+        assert_eq!(get("MY_DB_PORT"), Some("tcp://10.43.0.7:5432"));
+        assert_eq!(get("MY_DB_PORT_5432_TCP"), Some("tcp://10.43.0.7:5432"));
+        assert_eq!(get("MY_DB_PORT_9187_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("MY_DB_PORT_9187_UDP_ADDR"), Some("10.43.0.7"));
+        assert_eq!(env.len(), 12);
+        assert!(get("H_SERVICE_HOST").is_none());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -551,6 +551,11 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
         assert!(err.contains("container nope is not valid for pod web"), "{kubectl}: {err}");
     }
 
+    // Service variables, as upstream sets them.
+    let ip = jsonpath(&server, &["service", "kubernetes"], "{.spec.clusterIP}");
+    let env = server.ok(KUBECTL, &["exec", "web", "--", "sh", "-c", "echo $KUBERNETES_SERVICE_HOST $KUBERNETES_PORT"]);
+    assert_eq!(env, format!("{ip} tcp://{ip}:443\n"));
+
     // kubectl cp, both ways (tar through exec's stdin and stdout).
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
