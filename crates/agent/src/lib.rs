@@ -63,6 +63,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// The node API (logs); None runs without one.
     pub node_api: Option<NodeApi>,
+    /// The cluster's DNS servers and domain; with none, `ClusterFirst` pods use the node's.
+    pub cluster_dns: spec::ClusterDns,
 }
 
 #[derive(Clone)]
@@ -186,6 +188,7 @@ async fn run(
         volumes: paths.root.join("volumes"),
         recorder: rkube_controllers::events::Recorder::start(client.clone(), "kubelet"),
         kick: Notify::new(),
+        cluster_dns: config.cluster_dns.clone(),
     });
     let mut pod_manager: Option<tokio::task::JoinHandle<()>> = None;
     let mut images_ready: Option<Result<(), String>> = None;

@@ -39,6 +39,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Asks the manager to relist now.
     pub kick: Notify,
+    pub cluster_dns: spec::ClusterDns,
 }
 
 /// What a worker is told about its pod.
@@ -449,7 +450,14 @@ async fn execute_step(ctx: &Context, pod: &Pod, seen: &Observed, memory: &mut Me
             }
         }
         Step::CreateSandbox { attempt } => {
-            let config = spec::sandbox_config(pod, attempt, &ctx.pod_logs);
+            let mut config = spec::sandbox_config(pod, attempt, &ctx.pod_logs);
+            let (dns, missing) = spec::dns_config(pod, &ctx.cluster_dns, &spec::host_resolv_conf());
+            config.dns_config = Some(dns);
+            if missing {
+                let message = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" \
+                               policy. Falling back to \"Default\" policy.";
+                ctx.recorder.record(pod, Type::Warning, "MissingClusterDNS", "Syncing", message.into());
+            }
             let dir = std::path::Path::new(&config.log_directory);
             let _ = std::fs::create_dir_all(dir);
             let request = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };

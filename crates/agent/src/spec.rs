@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use k8s_cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    Capability, ContainerConfig, ContainerMetadata, DnsConfig, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping,
 };
@@ -123,6 +123,92 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path) -> PodSandboxConfig 
         }),
         windows: None,
     }
+}
+
+/// The cluster's DNS, as the kubelet's `--cluster-dns` and `--cluster-domain`.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterDns {
+    pub servers: Vec<String>,
+    pub domain: String,
+}
+
+/// The node's resolver configuration, for `dnsPolicy: Default`: /etc/resolv.conf, or
+/// systemd-resolved's upstream file when /etc/resolv.conf only names its local stub.
+pub fn host_resolv_conf() -> String {
+    let etc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let stub_only = parse_resolv_conf(&etc).servers.iter().all(|s| s.starts_with("127."));
+    match std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+        Ok(upstream) if stub_only => upstream,
+        _ => etc,
+    }
+}
+
+fn parse_resolv_conf(text: &str) -> DnsConfig {
+    let mut config = DnsConfig::default();
+    for line in text.lines() {
+        let mut words = line.split(['#', ';']).next().unwrap_or_default().split_whitespace();
+        match words.next() {
+            Some("nameserver") => config.servers.extend(words.next().map(str::to_owned)),
+            Some("search" | "domain") => config.searches = words.map(str::to_owned).collect(),
+            Some("options") => config.options.extend(words.map(str::to_owned)),
+            _ => {}
+        }
+    }
+    config
+}
+
+/// The pod's resolver, as upstream's kubelet makes it from `dnsPolicy` and `dnsConfig`. The
+/// flag is true when the pod asked for cluster DNS that this node does not have, and fell back
+/// to the node's resolver (upstream's MissingClusterDNS).
+pub fn dns_config(pod: &Pod, cluster: &ClusterDns, host_resolv: &str) -> (DnsConfig, bool) {
+    let s = spec(pod);
+    let host_network = s.host_network.unwrap_or(false);
+    let policy = s.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let wants_cluster = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_network,
+        _ => false,
+    };
+    let mut missing = false;
+    let mut config = match policy {
+        "None" => DnsConfig::default(),
+        _ if wants_cluster && !cluster.servers.is_empty() => {
+            let host = parse_resolv_conf(host_resolv);
+            let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let d = &cluster.domain;
+            let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
+            searches.extend(host.searches);
+            DnsConfig { servers: cluster.servers.clone(), searches, options: vec!["ndots:5".into()] }
+        }
+        _ => {
+            missing = wants_cluster;
+            parse_resolv_conf(host_resolv)
+        }
+    };
+    if let Some(extra) = &s.dns_config {
+        for server in extra.nameservers.iter().flatten() {
+            if !config.servers.contains(server) {
+                config.servers.push(server.clone());
+            }
+        }
+        for search in extra.searches.iter().flatten() {
+            if !config.searches.contains(search) {
+                config.searches.push(search.clone());
+            }
+        }
+        for option in extra.options.iter().flatten() {
+            let name = option.name.clone().unwrap_or_default();
+            config.options.retain(|o| o.split(':').next() != Some(name.as_str()));
+            config.options.push(match &option.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name,
+            });
+        }
+    }
+    // Upstream's limits: three name servers, 32 search domains.
+    config.servers.truncate(3);
+    config.searches.truncate(32);
+    (config, missing)
 }
 
 /// CPU shares, quota and memory limit from the container's requests and limits.
@@ -298,6 +384,50 @@ pub fn field_value(pod: &Pod, path: &str, node_name: &str, node_ip: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dns_follows_the_policy_and_merges_dns_config_like_upstream() {
+        let host = "# comment\nnameserver 192.0.2.1\nnameserver 192.0.2.2\nsearch corp.example\noptions edns0\n";
+        let pod = |json: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": json}))
+                .unwrap()
+        };
+        let none = super::ClusterDns::default();
+        let cluster = super::ClusterDns { servers: vec!["10.43.0.10".into()], domain: "cluster.local".into() };
+
+        // ClusterFirst without cluster DNS falls back to the node's resolver, and says so.
+        let (c, missing) = super::dns_config(&pod(serde_json::json!({"containers": []})), &none, host);
+        assert!(missing);
+        assert_eq!(c.servers, ["192.0.2.1", "192.0.2.2"]);
+        assert_eq!(c.searches, ["corp.example"]);
+        assert_eq!(c.options, ["edns0"]);
+
+        let (c, missing) = super::dns_config(&pod(serde_json::json!({"containers": []})), &cluster, host);
+        assert!(!missing);
+        assert_eq!(c.servers, ["10.43.0.10"]);
+        assert_eq!(c.searches, ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]);
+        assert_eq!(c.options, ["ndots:5"]);
+
+        // hostNetwork with ClusterFirst uses the node's; ClusterFirstWithHostNet the cluster's.
+        let hn = pod(serde_json::json!({"hostNetwork": true, "containers": []}));
+        assert_eq!(super::dns_config(&hn, &cluster, host).0.servers, ["192.0.2.1", "192.0.2.2"]);
+        let hn =
+            pod(serde_json::json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet", "containers": []}));
+        assert_eq!(super::dns_config(&hn, &cluster, host).0.servers, ["10.43.0.10"]);
+
+        // None takes dnsConfig alone; options override by name.
+        let p = pod(serde_json::json!({"dnsPolicy": "None", "containers": [], "dnsConfig": {
+            "nameservers": ["1.1.1.1"], "searches": ["a.example"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "rotate"}]}}));
+        let (c, missing) = super::dns_config(&p, &cluster, host);
+        assert!(!missing);
+        assert_eq!(
+            (c.servers, c.searches, c.options),
+            (vec!["1.1.1.1".into()], vec!["a.example".into()], vec!["ndots:2".into(), "rotate".into()])
+        );
+        let p = pod(serde_json::json!({"containers": [], "dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}}));
+        assert_eq!(super::dns_config(&p, &cluster, host).0.options, ["ndots:1"]);
+    }
+
     #[test]
     fn service_env_is_upstreams() {
         let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({

@@ -22,6 +22,13 @@ pub struct NodeArgs {
     /// The node API's port (logs), the kubelet's 10250 by default; 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     node_api_port: u16,
+    /// The cluster DNS server(s) pods with `dnsPolicy: ClusterFirst` use, as the kubelet's
+    /// flag; without one they use the node's resolver.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain, for pods' search paths.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 impl NodeArgs {
@@ -34,6 +41,10 @@ impl NodeArgs {
             runtime_endpoint: self.container_runtime_endpoint.clone(),
             labels: Default::default(),
             node_api: None,
+            cluster_dns: rkube_agent::spec::ClusterDns {
+                servers: self.cluster_dns.clone(),
+                domain: self.cluster_domain.clone(),
+            },
         }
     }
 

@@ -556,6 +556,30 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
     let env = server.ok(KUBECTL, &["exec", "web", "--", "sh", "-c", "echo $KUBERNETES_SERVICE_HOST $KUBERNETES_PORT"]);
     assert_eq!(env, format!("{ip} tcp://{ip}:443\n"));
 
+    // DNS: without cluster DNS, ClusterFirst falls back to the node's resolver and says so;
+    // dnsPolicy None takes dnsConfig alone.
+    let resolv = server.ok(KUBECTL, &["exec", "web", "--", "cat", "/etc/resolv.conf"]);
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for server_line in host.lines().filter(|l| l.starts_with("nameserver")).take(3) {
+        assert!(resolv.contains(server_line), "{resolv}");
+    }
+    let events =
+        server.ok(KUBECTL, &["get", "events", "--field-selector", "involvedObject.name=web,reason=MissingClusterDNS"]);
+    assert!(events.contains("Falling back to \"Default\" policy"), "{events}");
+    apply(
+        &server,
+        dir.path(),
+        "dnsnone",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: dnsnone}}\nspec:\n  dnsPolicy: None\n  dnsConfig: {{nameservers: [192.0.2.53], searches: [a.example], options: [{{name: ndots, value: \"2\"}}]}}\n  containers:\n  - {{name: c, image: \"{IMAGE}\", command: [sleep, \"3600\"]}}\n"
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/dnsnone", "--timeout=60s"]);
+    let resolv = server.ok(KUBECTL, &["exec", "dnsnone", "--", "cat", "/etc/resolv.conf"]);
+    for line in ["nameserver 192.0.2.53", "search a.example", "options ndots:2"] {
+        assert!(resolv.contains(line), "{resolv}");
+    }
+
     // kubectl cp, both ways (tar through exec's stdin and stdout).
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
