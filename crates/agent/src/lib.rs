@@ -20,6 +20,7 @@ pub mod probe;
 pub mod routes;
 pub mod spdy;
 pub mod spec;
+pub mod static_pods;
 pub mod stream;
 pub mod sync;
 pub mod volumes;
@@ -186,6 +187,7 @@ async fn run(
         node_ip: ip.clone(),
         pod_logs: paths.pod_logs(),
         volumes: paths.root.join("volumes"),
+        static_pods: paths.root.join("manifests"),
         recorder: rkube_controllers::events::Recorder::start(client.clone(), "kubelet"),
         kick: Notify::new(),
         cluster_dns: config.cluster_dns.clone(),
@@ -259,7 +261,7 @@ async fn run(
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -40,6 +40,8 @@ pub struct Context {
     /// Asks the manager to relist now.
     pub kick: Notify,
     pub cluster_dns: spec::ClusterDns,
+    /// Static pod manifests, `DATA/agent/manifests`.
+    pub static_pods: std::path::PathBuf,
 }
 
 /// What a worker is told about its pod.
@@ -69,10 +71,41 @@ pub async fn run(ctx: Arc<Context>) {
     let mut listing: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Static pods are known before anything is decided, so their running containers are
+    // adopted, not taken for orphans.
+    let mut source = crate::static_pods::Source::new(ctx.static_pods.clone(), &ctx.node_name);
+    let mut statics: BTreeMap<String, Pod> = source.changed().unwrap_or_default();
+    let mut mirrors: HashMap<String, Pod> = HashMap::new();
+    for pod in statics.values() {
+        apply(&ctx, &mut workers, &mut tasks, pod.clone());
+    }
+    let (mirror_tx, mirror_rx) = watch::channel(statics.clone());
+    let _mirrors = crate::AbortOnDrop(tokio::spawn(mirror_loop(ctx.client.clone(), ctx.node_name.clone(), mirror_rx)));
+    let mut static_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { return };
+                let event = match event {
+                    // A mirror pod stands for a static pod: its status and version go to that
+                    // pod's worker, which writes status to it.
+                    Ok(Event::InitApply(pod) | Event::Apply(pod)) if crate::static_pods::is_mirror(&pod) => {
+                        let hash = pod.annotations().get(crate::static_pods::MIRROR).cloned().unwrap_or_default();
+                        if pod.metadata.deletion_timestamp.is_none() {
+                            mirrors.insert(hash.clone(), pod);
+                        }
+                        if let Some(s) = statics.get(&hash) {
+                            apply(&ctx, &mut workers, &mut tasks, with_mirror(s, mirrors.get(&hash)));
+                        }
+                        continue;
+                    }
+                    Ok(Event::Delete(pod)) if crate::static_pods::is_mirror(&pod) => {
+                        mirrors.remove(pod.annotations().get(crate::static_pods::MIRROR).map_or("", String::as_str));
+                        mirror_tx.send_modify(|_| {});
+                        continue;
+                    }
+                    other => other,
+                };
                 match event {
                     Ok(Event::Init) => listing.clear(),
                     Ok(Event::InitApply(pod)) => {
@@ -82,7 +115,7 @@ pub async fn run(ctx: Arc<Context>) {
                     Ok(Event::InitDone) => {
                         listed = true;
                         for (uid, worker) in &workers {
-                            if !listing.contains(uid) {
+                            if !listing.contains(uid) && !statics.contains_key(uid) {
                                 worker.desired.send_replace(Desired::Gone);
                             }
                         }
@@ -97,6 +130,20 @@ pub async fn run(ctx: Arc<Context>) {
                     Err(e) => tracing::debug!("pods on {}: {e}", ctx.node_name),
                 }
             }
+            _ = static_tick.tick() => {
+                if let Some(set) = source.changed() {
+                    for uid in statics.keys().filter(|uid| !set.contains_key(*uid)) {
+                        if let Some(worker) = workers.get(uid) {
+                            worker.desired.send_replace(Desired::Gone);
+                        }
+                    }
+                    for (uid, pod) in &set {
+                        apply(&ctx, &mut workers, &mut tasks, with_mirror(pod, mirrors.get(uid)));
+                    }
+                    statics = set;
+                    mirror_tx.send_replace(statics.clone());
+                }
+            }
             _ = tick.tick() => observe(&ctx, &mut relist, &workers, &mut tasks, listed).await,
             () = ctx.kick.notified() => observe(&ctx, &mut relist, &workers, &mut tasks, listed).await,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -104,6 +151,39 @@ pub async fn run(ctx: Arc<Context>) {
                     workers.remove(&uid);
                 }
             }
+        }
+    }
+}
+
+/// A static pod as its worker sees it: with its mirror's status and version, so that a
+/// new mirror gets the status written again.
+fn with_mirror(pod: &Pod, mirror: Option<&Pod>) -> Pod {
+    let mut pod = pod.clone();
+    if let Some(m) = mirror {
+        pod.status = m.status.clone();
+        pod.metadata.resource_version = m.metadata.resource_version.clone();
+    }
+    pod
+}
+
+/// Keeps the API's mirror pods in line with the static pods: on each change, and every 10 s
+/// while there are any (a deleted mirror comes back).
+async fn mirror_loop(client: kube::Client, node: String, mut statics: watch::Receiver<BTreeMap<String, Pod>>) {
+    let mut had_any = true;
+    loop {
+        let set = statics.borrow_and_update().clone();
+        let synced = if had_any || !set.is_empty() {
+            crate::static_pods::sync_mirrors(&client, &node, &set).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = synced {
+            tracing::debug!("mirror pods: {e}");
+        }
+        had_any = !set.is_empty();
+        tokio::select! {
+            changed = statics.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
@@ -173,7 +253,8 @@ struct Memory {
     /// What the worker made and the relist has not shown yet: sandbox attempts and
     /// (container, attempt) pairs; planning waits for them, for at most `EXPECT_FOR`.
     expect: Vec<(Option<String>, u32, Instant)>,
-    last_status: Option<serde_json::Value>,
+    /// The last status written, and the pod's resourceVersion when it was.
+    last_status: Option<(Option<String>, serde_json::Value)>,
     uid: Option<String>,
     /// When configMap and secret volumes were last refreshed.
     volumes_synced: Option<Instant>,
@@ -758,14 +839,15 @@ async fn write_status(
         return;
     }
     let body = json!({"status": status});
-    if memory.last_status.as_ref() == Some(&body) {
+    let version = pod.metadata.resource_version.clone();
+    if memory.last_status.as_ref().is_some_and(|(v, b)| *v == version && *b == body) {
         return;
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
         Ok(_) => {
             tracing::debug!(target: "rkube_agent::timing", "{} +{}ms status {:?}", pod.name_any(), age_ms(pod), status.phase);
-            memory.last_status = Some(body)
+            memory.last_status = Some((version, body))
         }
         Err(e) => tracing::debug!("status of {}/{}: {e}", pod.namespace().unwrap_or_default(), pod.name_any()),
     }

@@ -923,3 +923,62 @@ spec:
     server.ok(KUBECTL, &["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
     assert_eq!(std::fs::read_to_string(hooks.join("pre")).unwrap_or_default(), "pre-stop\n");
 }
+
+#[test]
+fn static_pods_run_from_manifests_and_show_as_mirror_pods() {
+    let dir = data_dir();
+    let manifests = dir.path().join("agent/manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: static-web}}\nspec:\n  containers:\n  - name: web\n    image: {IMAGE}\n    command: [sh, -c, 'echo static > /tmp/index.html && exec httpd -f -p 8080 -h /tmp']\n"
+    );
+    std::fs::write(manifests.join("web.yaml"), &manifest).unwrap();
+    std::fs::write(manifests.join("broken.yaml"), "kind: Pod\nmetadata: {name: [not a name]}\n").unwrap();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let node = jsonpath(&server, &["nodes"], "{.items[0].metadata.name}");
+    let name = format!("static-web-{node}");
+    let running = |server: &ServerProcess| {
+        let out = server.kubectl(KUBECTL, &["get", "pod", &name, "-o", "jsonpath={.status.containerStatuses[0].ready} {.status.containerStatuses[0].containerID} {.status.podIP}"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match text.split_whitespace().collect::<Vec<_>>()[..] {
+            ["true", id, ip] => Ok((id.to_owned(), ip.to_owned())),
+            _ => Err(format!("{text} {}", String::from_utf8_lossy(&out.stderr))),
+        }
+    };
+    let mut first = None;
+    eventually("the mirror pod runs", Duration::from_secs(60), || {
+        first = Some(running(&server)?);
+        Ok(())
+    });
+    let (container, ip) = first.unwrap();
+    let mirror = jsonpath(&server, &["pod", &name], "{.metadata.annotations.kubernetes\\.io/config\\.mirror}");
+    assert_eq!(mirror.len(), 32, "{mirror}");
+    assert_eq!(jsonpath(&server, &["pod", &name], "{.metadata.ownerReferences[0].kind}"), "Node");
+    let body = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://{ip}:8080/index.html")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&body.stdout), "static\n");
+
+    // Deleting the mirror does not stop the pod; the mirror comes back with the same container.
+    server.ok(KUBECTL, &["delete", "pod", &name, "--wait=false"]);
+    eventually("the mirror comes back", Duration::from_secs(60), || {
+        let (again, _) = running(&server)?;
+        (again == container).then_some(()).ok_or(format!("container {again}, was {container}"))
+    });
+
+    // Removing the manifest stops the pod and removes the mirror.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    eventually("the mirror goes", Duration::from_secs(60), || {
+        let out = server.kubectl(KUBECTL, &["get", "pod", &name]);
+        (!out.status.success()).then_some(()).ok_or(String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    eventually("the container stops", Duration::from_secs(30), || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "2", &format!("http://{ip}:8080/index.html")])
+            .output()
+            .unwrap();
+        (!out.status.success()).then_some(()).ok_or("still serving".into())
+    });
+}
