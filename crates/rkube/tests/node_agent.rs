@@ -580,6 +580,27 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
         assert!(resolv.contains(line), "{resolv}");
     }
 
+    // attach: stdin into the container's main process, its output back.
+    apply(
+        &server,
+        dir.path(),
+        "echoer",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: echoer}}\nspec:\n  containers:\n  - name: c\n    image: \"{IMAGE}\"\n    stdin: true\n    command: [sh, -c, 'while read l; do echo got-$l; done']\n"
+        ),
+    );
+    server.ok(KUBECTL, &["wait", "--for=condition=Ready", "pod/echoer", "--timeout=60s"]);
+    for kubectl in [KUBECTL, OLD] {
+        // Input typed a moment after attaching, then a moment for the answer, as a person would.
+        let script = format!(
+            "(sleep 1; echo one; sleep 2) | {kubectl} --kubeconfig={} attach -i echoer -c c",
+            server.kubeconfig().display()
+        );
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("got-one"), "{kubectl}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     // kubectl cp, both ways (tar through exec's stdin and stdout).
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
