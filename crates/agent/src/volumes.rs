@@ -48,6 +48,8 @@ pub async fn prepare(
             dir
         } else if let Some(host) = &volume.host_path {
             host_path(&host.path, host.type_.as_deref().unwrap_or("")).map_err(fail)?
+        } else if let Some(claim) = &volume.persistent_volume_claim {
+            claimed_path(client, &namespace, &claim.claim_name).await.map_err(fail)?
         } else if let Some(files) =
             projected(client, &namespace, pod, volume, node_name, node_ip).await.map_err(fail)?
         {
@@ -85,6 +87,32 @@ fn mount_tmpfs(dir: &Path) -> Result<(), String> {
     }
     rustix::mount::mount("tmpfs", dir, "tmpfs", rustix::mount::MountFlags::empty(), None)
         .map_err(|e| format!("mount tmpfs on {target}: {e}"))
+}
+
+/// The directory a bound claim's volume is: a hostPath or local volume on this node.
+async fn claimed_path(client: &Client, namespace: &str, name: &str) -> Result<PathBuf, String> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolumeclaim \"{name}\" not found"))?;
+    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") || volume_name.is_empty() {
+        return Err(format!("error processing PVC {namespace}/{name}: PVC is not bound"));
+    }
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = volumes.get(&volume_name).await.map_err(|e| e.to_string())?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(host) = spec.host_path {
+        return host_path(&host.path, host.type_.as_deref().unwrap_or(""));
+    }
+    if let Some(local) = spec.local {
+        let path = PathBuf::from(&local.path);
+        return if path.exists() { Ok(path) } else { Err(format!("path {} does not exist", local.path)) };
+    }
+    Err(format!("PersistentVolume {volume_name} is neither hostPath nor local, which is all rkube mounts yet"))
 }
 
 fn host_path(path: &str, kind: &str) -> Result<PathBuf, String> {

@@ -28,6 +28,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod simulated;
 pub mod statefulset;
+pub mod volumebinding;
 pub mod workqueue;
 
 use tokio::task::JoinSet;
@@ -90,6 +91,7 @@ impl Controllers {
                     endpoints::run(c.clone()),
                     disruption::run(c.clone()),
                     quota::run(c.clone()),
+                    volumebinding::run(c.clone()),
                 );
             }
         }));

@@ -1003,3 +1003,68 @@ fn static_pods_run_from_manifests_and_show_as_mirror_pods() {
         (!out.status.success()).then_some(()).ok_or("still serving".into())
     });
 }
+
+#[test]
+fn claims_bind_to_host_path_volumes_and_pods_write_to_them() {
+    let dir = data_dir();
+    let server = ServerProcess::start_node(dir.path(), &[]);
+    node_ready(&server);
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: small}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  hostPath: {{path: "{disk}"}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  resources: {{requests: {{storage: 500Mi}}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: toobig}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  resources: {{requests: {{storage: 5Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: writer}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sh, -c, "echo kept > /data/file"]
+    volumeMounts: [{{name: d, mountPath: /data}}]
+  volumes:
+  - name: d
+    persistentVolumeClaim: {{claimName: data}}
+"#,
+        disk = disk.display()
+    );
+    apply(&server, dir.path(), "claims", &yaml);
+    server.ok(KUBECTL, &["wait", "--for=jsonpath={.status.phase}=Bound", "pvc/data", "--timeout=30s"]);
+    assert_eq!(jsonpath(&server, &["pvc", "data"], "{.spec.volumeName}"), "small");
+    assert_eq!(jsonpath(&server, &["pv", "small"], "{.status.phase} {.spec.claimRef.name}"), "Bound data");
+    server.ok(KUBECTL, &["wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/writer", "--timeout=60s"]);
+    assert_eq!(std::fs::read_to_string(disk.join("file")).unwrap(), "kept\n");
+    // A claim nothing fits stays Pending and says why.
+    assert_eq!(jsonpath(&server, &["pvc", "toobig"], "{.status.phase}"), "Pending");
+    let events = server.ok(KUBECTL, &["get", "events", "--field-selector", "involvedObject.name=toobig"]);
+    assert!(events.contains("no persistent volumes available for this claim"), "{events}");
+    // Deleting the claim releases the volume.
+    server.ok(KUBECTL, &["delete", "pod", "writer"]);
+    server.ok(KUBECTL, &["delete", "pvc", "data"]);
+    server.ok(KUBECTL, &["wait", "--for=jsonpath={.status.phase}=Released", "pv/small", "--timeout=30s"]);
+}
