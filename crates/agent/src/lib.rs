@@ -21,6 +21,7 @@ pub mod routes;
 pub mod spdy;
 pub mod spec;
 pub mod static_pods;
+pub mod stats;
 pub mod stream;
 pub mod sync;
 pub mod volumes;
@@ -171,7 +172,8 @@ async fn run(
     let mut node_api_task = None;
     if let Some(api) = &config.node_api {
         let bind = std::net::SocketAddr::new(ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()), api.port);
-        match nodeapi::start(bind, &api.tls, cri.clone(), paths.pod_logs()).await {
+        let stats = stats::Stats::new(name.clone(), config.data_dir.clone(), paths.containerd());
+        match nodeapi::start(bind, &api.tls, cri.clone(), paths.pod_logs(), stats).await {
             Ok((addr, serve)) => {
                 node_api_port = addr.port();
                 node_api_task = Some(AbortOnDrop(tokio::spawn(serve)));

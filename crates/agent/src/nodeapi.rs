@@ -1,7 +1,7 @@
 //! The node API (the kubelet's port 10250): HTTPS that only clients with a certificate from
 //! the cluster CA may use (the API server's kubelet client, or an admin), serving container
 //! logs, exec, attach and port-forward to the API server, which proxies the pods' `log`,
-//! `exec`, `attach` and `portforward` subresources here.
+//! `exec`, `attach` and `portforward` subresources here; and `/stats/summary`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +35,7 @@ pub struct Tls {
 struct Ctx {
     cri: Cri,
     pod_logs: PathBuf,
+    stats: Arc<crate::stats::Stats>,
 }
 
 /// Binds the node API; returns the bound address and the serving task.
@@ -43,6 +44,7 @@ pub async fn start(
     tls: &Tls,
     cri: Cri,
     pod_logs: PathBuf,
+    stats: crate::stats::Stats,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()> + use<>), Error> {
     let config = Arc::new(server_config(tls)?);
     let listener = TcpListener::bind(bind).await.map_err(|e| Error::Runtime(format!("node API on {bind}: {e}")))?;
@@ -53,7 +55,8 @@ pub async fn start(
         .route("/exec/{namespace}/{pod}/{container}", axum::routing::any(exec))
         .route("/attach/{namespace}/{pod}/{container}", axum::routing::any(attach))
         .route("/portForward/{namespace}/{pod}", axum::routing::any(port_forward))
-        .with_state(Ctx { cri, pod_logs });
+        .route("/stats/summary", axum::routing::get(stats_summary))
+        .with_state(Ctx { cri, pod_logs, stats: Arc::new(stats) });
     Ok((addr, serve(listener, tokio_rustls::TlsAcceptor::from(config), router)))
 }
 
@@ -99,6 +102,13 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
+}
+
+async fn stats_summary(State(ctx): State<Ctx>) -> Response {
+    match ctx.stats.summary(&ctx.cri).await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn exec(

@@ -601,6 +601,18 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
         assert!(text.contains("got-one"), "{kubectl}: {text} {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    // The node's Summary API through nodes/proxy, as metrics-server reads it.
+    let node = jsonpath(&server, &["nodes"], "{.items[0].metadata.name}");
+    let raw = server.ok(KUBECTL, &["get", "--raw", &format!("/api/v1/nodes/{node}/proxy/stats/summary")]);
+    let summary: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(summary["node"]["nodeName"], node.as_str());
+    assert!(summary["node"]["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{raw}");
+    let web =
+        summary["pods"].as_array().unwrap().iter().find(|p| p["podRef"]["name"] == "web").expect("web in summary");
+    assert!(web["containers"][0]["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{web}");
+    assert!(web["containers"][0]["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0, "{web}");
+    assert_eq!(server.ok(KUBECTL, &["get", "--raw", &format!("/api/v1/nodes/{node}/proxy/healthz")]), "ok");
+
     // kubectl cp, both ways (tar through exec's stdin and stdout).
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();

@@ -111,6 +111,7 @@ fn subresource_facts(
         Subresource::Exec => ("", "v1", "PodExecOptions", &["create", "get"]),
         Subresource::Attach => ("", "v1", "PodAttachOptions", &["create", "get"]),
         Subresource::PortForward => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        Subresource::Proxy => ("", "v1", "NodeProxyOptions", &["create", "delete", "get", "patch", "update"]),
     }
 }
 

@@ -71,6 +71,8 @@ pub(super) enum Subresource {
     Exec,
     Attach,
     PortForward,
+    /// nodes/proxy: requests relayed to the node agent (`/stats/summary`, logs).
+    Proxy,
 }
 
 impl Subresource {
@@ -85,6 +87,7 @@ impl Subresource {
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
+            Subresource::Proxy => "proxy",
         }
     }
 }
@@ -231,7 +234,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     kind!("", "v1", "nodes", "node", "Node", k8s::core::v1::Node, {
         field_labels: &["spec.unschedulable"],
-        namespaced: false, short_names: &["no"], subresources: &[Status],
+        namespaced: false, short_names: &["no"], subresources: &[Status, Proxy],
         columns: printers::NODE,
     }),
     kind!("", "v1", "events", "event", "Event", k8s::core::v1::Event, {

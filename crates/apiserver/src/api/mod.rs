@@ -225,6 +225,10 @@ async fn serve(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     use axum::http::Method;
+    // nodes/NAME/proxy/PATH...: a path of any depth, relayed to the node agent.
+    if group.is_empty() && segments.len() >= 3 && segments[0] == "nodes" && segments[2] == "proxy" {
+        return nodeproxy::node_proxy(state, segments[1], &segments[3..].join("/"), request).await;
+    }
     let target = Target::parse(group, version, segments)?;
     let kind = target.kind;
     let method = request.method().clone();

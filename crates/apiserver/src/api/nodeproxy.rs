@@ -183,6 +183,37 @@ fn query_without_container(uri: &axum::http::Uri) -> String {
         .join("&")
 }
 
+/// `nodes/NAME/proxy/PATH`: a GET relayed to the node agent's `/PATH` (its `/stats/summary`,
+/// `/healthz`), answered with the agent's status, type and body.
+pub(super) async fn node_proxy(
+    state: &State,
+    node_name: &str,
+    path: &str,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    if request.method() != axum::http::Method::GET {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({})",
+            request.method()
+        )));
+    }
+    let pod_like = json!({"spec": {"nodeName": node_name}});
+    let (kubelet, address, port) = node_agent(state, &pod_like, node_name).await?;
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let target = format!("/{path}{query}");
+    let response = kubelet
+        .get(&address, port, &target)
+        .await
+        .map_err(|e| ApiError::Internal(format!("error dialing backend: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let mut out = Response::new(axum::body::Body::new(body));
+    *out.status_mut() = parts.status;
+    if let Some(kind) = parts.headers.get("content-type") {
+        out.headers_mut().insert("content-type", kind.clone());
+    }
+    Ok(out)
+}
+
 /// Request headers that carry an upgrade's negotiation to the node agent.
 const UPGRADE_HEADERS: &[&str] = &[
     "connection",
