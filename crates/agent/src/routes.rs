@@ -69,7 +69,8 @@ pub struct Desired {
 }
 
 /// Pure: the routes `known` nodes call for. A node on this host (same InternalIP) needs no
-/// route; its bridge is local.
+/// route; its bridge is local. (`apply` also skips podCIDRs this host already reaches
+/// directly, and loopback next hops: agents sharing a host with different node IPs.)
 pub fn desired(known: &BTreeMap<String, Node>, me: &str, my_ip: &str) -> Desired {
     let cidr = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty());
     let internal_ip = |n: &Node| {
@@ -107,7 +108,19 @@ async fn command(program: &str, args: &[&str]) -> Result<String, String> {
 
 async fn apply(desired: &Desired) -> Result<(), String> {
     // Routes: add or change what is wanted, remove ours that are not.
+    let addresses = command("ip", &["-o", "addr", "show"]).await?;
+    let own = |ip: &str| ip.starts_with("127.") || ip == "::1" || addresses.contains(&format!(" {ip}/"));
     for (cidr, via) in &desired.routes {
+        // A podCIDR this host already reaches directly (another agent's bridge here) keeps
+        // its route, and a next hop that is one of this host's addresses is this host.
+        let existing = command("ip", &["route", "show", "exact", cidr]).await?;
+        let local = existing.lines().any(|l| !l.contains(&format!("proto {ROUTE_PROTO}")));
+        if local || own(via) {
+            if existing.contains(&format!("proto {ROUTE_PROTO}")) {
+                command("ip", &["route", "del", cidr, "proto", ROUTE_PROTO]).await?;
+            }
+            continue;
+        }
         command("ip", &["route", "replace", cidr, "via", via, "proto", ROUTE_PROTO]).await?;
     }
     let ours = command("ip", &["route", "show", "proto", ROUTE_PROTO]).await?;

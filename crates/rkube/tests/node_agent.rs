@@ -811,6 +811,12 @@ fn an_agent_joins_with_the_servers_token_under_its_own_identity() {
     let far_ip = jsonpath(&server, &["pod", "far"], "{.status.podIP}");
     let got = server.ok(KUBECTL, &["exec", "near", "--", "wget", "-qO-", &format!("http://{far_ip}:8080/")]);
     assert_eq!(got, "far-on-node2\n");
+    // Both nodes' bridges are on this host: neither agent routes the other's podCIDR away.
+    let routes = std::process::Command::new("ip").args(["route", "show", "proto", "211"]).output().unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    for cidr in cidrs.split_whitespace() {
+        assert!(!routes.contains(cidr), "{routes}");
+    }
     // Logs and exec on the joined node go through its own node API.
     assert_eq!(server.ok(KUBECTL, &["exec", "far", "--", "cat", "/www/index.html"]), "far-on-node2\n");
     drop(agent);
