@@ -82,6 +82,9 @@ pub async fn run(ctx: Arc<Context>) {
     let (mirror_tx, mirror_rx) = watch::channel(statics.clone());
     let _mirrors = crate::AbortOnDrop(tokio::spawn(mirror_loop(ctx.client.clone(), ctx.node_name.clone(), mirror_rx)));
     let mut static_tick = tokio::time::interval(Duration::from_secs(5));
+    // Static pods on their way out, and successors waiting for them (by the old uid).
+    let mut stopping: HashSet<String> = HashSet::new();
+    let mut deferred: HashMap<String, Pod> = HashMap::new();
     loop {
         tokio::select! {
             event = events.next() => {
@@ -115,7 +118,7 @@ pub async fn run(ctx: Arc<Context>) {
                     Ok(Event::InitDone) => {
                         listed = true;
                         for (uid, worker) in &workers {
-                            if !listing.contains(uid) && !statics.contains_key(uid) {
+                            if !listing.contains(uid) && !statics.contains_key(uid) && !stopping.contains(uid) {
                                 worker.desired.send_replace(Desired::Gone);
                             }
                         }
@@ -132,13 +135,23 @@ pub async fn run(ctx: Arc<Context>) {
             }
             _ = static_tick.tick() => {
                 if let Some(set) = source.changed() {
-                    for uid in statics.keys().filter(|uid| !set.contains_key(*uid)) {
-                        if let Some(worker) = workers.get(uid) {
-                            worker.desired.send_replace(Desired::Gone);
+                    // A removed (or edited) static pod stops gracefully, preStop hooks and all;
+                    // its successor of the same name starts only once it has stopped.
+                    let mut stopping_names = HashMap::new();
+                    for (uid, old) in statics.iter().filter(|(uid, _)| !set.contains_key(*uid)) {
+                        if workers.contains_key(uid) {
+                            apply(&ctx, &mut workers, &mut tasks, terminating(old));
+                            stopping.insert(uid.clone());
+                            stopping_names.insert(old.name_any(), uid.clone());
                         }
                     }
                     for (uid, pod) in &set {
-                        apply(&ctx, &mut workers, &mut tasks, with_mirror(pod, mirrors.get(uid)));
+                        match stopping_names.get(&pod.name_any()) {
+                            Some(old) if !workers.contains_key(uid) => {
+                                deferred.insert(old.clone(), pod.clone());
+                            }
+                            _ => apply(&ctx, &mut workers, &mut tasks, with_mirror(pod, mirrors.get(uid))),
+                        }
                     }
                     statics = set;
                     mirror_tx.send_replace(statics.clone());
@@ -149,10 +162,28 @@ pub async fn run(ctx: Arc<Context>) {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(uid) = done {
                     workers.remove(&uid);
+                    stopping.remove(&uid);
+                    if let Some(next) = deferred.remove(&uid) {
+                        let uid = next.uid().unwrap_or_default();
+                        if statics.contains_key(&uid) {
+                            apply(&ctx, &mut workers, &mut tasks, with_mirror(&next, mirrors.get(&uid)));
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// A static pod whose manifest went: deleted, as far as its worker is concerned, with the
+/// pod's own grace period. (The worker's confirming delete carries the static uid, which no
+/// API object has, so it deletes nothing.)
+fn terminating(pod: &Pod) -> Pod {
+    let mut pod = pod.clone();
+    pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+    pod.metadata.deletion_grace_period_seconds =
+        Some(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30));
+    pod
 }
 
 /// A static pod as its worker sees it: with its mirror's status and version, so that a

@@ -26,11 +26,13 @@ pub async fn run(client: Client, node_name: String, node_ip: String) {
     let mut applied: Option<Desired> = None;
     let mut events = watcher(nodes, watcher::Config::default()).boxed();
     let mut init: Option<BTreeMap<String, Node>> = None;
+    // Routes someone removed come back within a minute, however busy the node watch is.
+    let mut resync = tokio::time::interval(Duration::from_secs(60));
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             e = events.next() => e,
-            // Routes someone removed come back.
-            () = tokio::time::sleep(Duration::from_secs(60)) => { applied = None; None }
+            _ = resync.tick() => { applied = None; None }
         };
         match event {
             Some(Ok(watcher::Event::Apply(n))) => {
@@ -106,8 +108,11 @@ async fn command(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Applies `desired`; one route that cannot be made (say, a next hop off this link) is
+/// reported and the rest still go in.
 async fn apply(desired: &Desired) -> Result<(), String> {
     // Routes: add or change what is wanted, remove ours that are not.
+    let mut failed = Vec::new();
     let addresses = command("ip", &["-o", "addr", "show"]).await?;
     let own = |ip: &str| ip.starts_with("127.") || ip == "::1" || addresses.contains(&format!(" {ip}/"));
     for (cidr, via) in &desired.routes {
@@ -121,7 +126,9 @@ async fn apply(desired: &Desired) -> Result<(), String> {
             }
             continue;
         }
-        command("ip", &["route", "replace", cidr, "via", via, "proto", ROUTE_PROTO]).await?;
+        if let Err(e) = command("ip", &["route", "replace", cidr, "via", via, "proto", ROUTE_PROTO]).await {
+            failed.push(e);
+        }
     }
     let ours = command("ip", &["route", "show", "proto", ROUTE_PROTO]).await?;
     for line in ours.lines() {
@@ -143,7 +150,7 @@ async fn apply(desired: &Desired) -> Result<(), String> {
             command("iptables", &["-t", "nat", "-A", NAT_CHAIN, "-s", own, "-d", cidr, "-j", "ACCEPT"]).await?;
         }
     }
-    Ok(())
+    if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }
 }
 
 /// Removes this agent's routes and NAT chain (`rkube killall`).

@@ -61,6 +61,11 @@ const HEADERS: u16 = 8;
 /// A frame longer than this is refused rather than buffered (the length field allows 16 MiB).
 const MAX_FRAME: usize = 1 << 24;
 
+enum Kind {
+    Headers,
+    Other,
+}
+
 /// RST_STREAM status for a stream the receiver cannot handle.
 pub const REFUSED_STREAM: u32 = 3;
 
@@ -266,6 +271,7 @@ impl tokio_util::codec::Encoder<Frame> for Codec {
 
     fn encode(&mut self, frame: Frame, out: &mut BytesMut) -> Result<(), Error> {
         let fin = |fin: bool| if fin { FLAG_FIN } else { 0 };
+        let frame_kind = if matches!(frame, Frame::Headers { .. }) { Kind::Headers } else { Kind::Other };
         match frame {
             Frame::SynStream { id, fin: f, headers } => {
                 let mut payload = Vec::new();
@@ -276,10 +282,11 @@ impl tokio_util::codec::Encoder<Frame> for Codec {
                 control(out, SYN_STREAM, fin(f), &payload);
             }
             Frame::SynReply { id, fin: f, headers } | Frame::Headers { id, fin: f, headers } => {
+                let kind = if matches!(frame_kind, Kind::Headers) { HEADERS } else { SYN_REPLY };
                 let mut payload = Vec::new();
                 payload.put_u32(id & 0x7fff_ffff);
                 payload.extend(self.header_block(&headers)?);
-                control(out, SYN_REPLY, fin(f), &payload);
+                control(out, kind, fin(f), &payload);
             }
             Frame::Data { id, fin: f, data } => {
                 if data.len() >= MAX_FRAME {
@@ -397,6 +404,7 @@ mod tests {
             Frame::SynStream { id: 3, fin: false, headers: headers(&[("streamtype", "stdin"), ("port", "80")]) },
             Frame::Data { id: 3, fin: false, data: Bytes::from_static(b"hello") },
             Frame::Data { id: 3, fin: true, data: Bytes::new() },
+            Frame::Headers { id: 3, fin: false, headers: headers(&[("x", "y")]) },
             Frame::Ping { id: 7 },
             Frame::RstStream { id: 5, status: REFUSED_STREAM },
             Frame::GoAway { last_good: 3, status: 0 },

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use k8s_cri::v1::{ListContainerStatsRequest, ListPodSandboxRequest};
+use k8s_cri::v1::{
+    ContainerFilter, ContainerStateValue, ListContainerStatsRequest, ListContainersRequest, ListPodSandboxRequest,
+};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -118,10 +120,25 @@ async fn pods(cri: &Cri, now: &str) -> Result<Vec<Value>, String> {
         .map_err(|e| format!("container stats: {}", e.message()))?
         .into_inner()
         .stats;
+    // Only running containers count, as upstream drops terminated ones from the summary.
+    let running: std::collections::HashSet<String> = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter { state: Some(ContainerStateValue { state: 1 }), ..Default::default() }),
+        })
+        .await
+        .map_err(|e| format!("listing containers: {}", e.message()))?
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let mut by_pod: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut totals: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for s in stats {
         let attributes = s.attributes.unwrap_or_default();
+        if !running.contains(&attributes.id) {
+            continue;
+        }
         let Some(uid) = attributes.labels.get(POD_UID).cloned() else { continue };
         let name = attributes.labels.get(CONTAINER_NAME).cloned().unwrap_or_default();
         let cpu = s.cpu.unwrap_or_default();

@@ -315,8 +315,14 @@ async fn channel_session<W, S>(ws: W, spdy: S, opts: Options) -> Result<(), Stri
 where
     W: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
         + futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
-        + Unpin,
-    S: futures::Stream<Item = Result<Frame, spdy::Error>> + futures::Sink<Frame, Error = spdy::Error> + Unpin,
+        + Unpin
+        + Send
+        + 'static,
+    S: futures::Stream<Item = Result<Frame, spdy::Error>>
+        + futures::Sink<Frame, Error = spdy::Error>
+        + Unpin
+        + Send
+        + 'static,
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut sp_tx, mut sp_rx) = spdy.split();
@@ -343,59 +349,101 @@ where
         by_channel.insert(channel, id);
         by_id.insert(id, channel);
     }
-    // Streams the runtime writes to, until each has ended.
+    // Each side has one writer task fed by a queue, so neither direction ever waits on the
+    // other: a client pushing stdin never stops the output from being read (upstream's
+    // translator copies each direction in its own goroutine).
+    let (to_runtime, mut runtime_queue) = tokio::sync::mpsc::channel::<Frame>(64);
+    let runtime_writer = tokio::spawn(async move {
+        while let Some(frame) = runtime_queue.recv().await {
+            if sp_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _runtime_writer = crate::AbortOnDrop(runtime_writer);
+    // Streams the runtime writes to, until each has ended; and the error stream.
     let mut open: Vec<u32> = [ERROR, STDOUT, STDERR].iter().filter_map(|c| by_channel.get(c).copied()).collect();
-    while !open.is_empty() {
-        tokio::select! {
-            message = ws_rx.next() => match message.map(|m| m.map(|m| match m {
+    let error_id = by_channel[&ERROR];
+    // Client to runtime: stdin, resize and v5's close of stdin.
+    let pings = to_runtime.clone();
+    let input = async move {
+        while let Some(message) = ws_rx.next().await {
+            let data = match message {
+                Ok(Message::Binary(data)) => data,
                 // The Python client sends strings as text frames, channel byte first.
-                Message::Text(text) => Message::Binary(Bytes::copy_from_slice(text.as_bytes())),
-                other => other,
-            })) {
-                Some(Ok(Message::Binary(data))) if !data.is_empty() => {
-                    let frame = match data[0] {
-                        CLOSE if data.len() > 1 => by_channel
-                            .get(&data[1])
-                            .map(|&id| Frame::Data { id, fin: true, data: Bytes::new() }),
-                        channel @ (STDIN | RESIZE) => by_channel
-                            .get(&channel)
-                            .map(|&id| Frame::Data { id, fin: false, data: data.slice(1..) }),
-                        _ => None,
-                    };
-                    if let Some(frame) = frame {
-                        sp_tx.send(frame).await.map_err(|e| e.to_string())?;
-                    }
+                Ok(Message::Text(text)) => Bytes::copy_from_slice(text.as_bytes()),
+                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let frame = match data.first() {
+                Some(&CLOSE) if data.len() > 1 => {
+                    by_channel.get(&data[1]).map(|&id| Frame::Data { id, fin: true, data: Bytes::new() })
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                Some(Ok(_)) => {}
-            },
-            frame = sp_rx.next() => match frame {
+                Some(&channel @ (STDIN | RESIZE)) => {
+                    by_channel.get(&channel).map(|&id| Frame::Data { id, fin: false, data: data.slice(1..) })
+                }
+                _ => None,
+            };
+            let Some(frame) = frame else { continue };
+            if to_runtime.send(frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Runtime to client: output, and the error stream's status, until every output ended.
+    let output = async move {
+        // Whether the runtime said anything on the error stream: v4 always writes a status,
+        // Success included, before it closes.
+        let mut error_said = false;
+        while !open.is_empty() {
+            match sp_rx.next().await {
                 Some(Ok(Frame::Data { id, fin, data })) => {
+                    error_said |= id == error_id && !data.is_empty();
                     if let (Some(&channel), false) = (by_id.get(&id), data.is_empty()) {
                         let mut message = Vec::with_capacity(data.len() + 1);
                         message.push(channel);
                         message.extend_from_slice(&data);
-                        ws_tx.send(Message::Binary(message.into())).await.map_err(|e| e.to_string())?;
+                        if ws_tx.send(Message::Binary(message.into())).await.is_err() {
+                            return;
+                        }
                     }
                     if fin {
                         open.retain(|&o| o != id);
                     }
                 }
                 Some(Ok(Frame::RstStream { id, .. })) => open.retain(|&o| o != id),
-                Some(Ok(Frame::Ping { id })) => sp_tx.send(Frame::Ping { id }).await.map_err(|e| e.to_string())?,
+                Some(Ok(Frame::Ping { id })) => {
+                    let _ = pings.send(Frame::Ping { id }).await;
+                }
                 Some(Ok(Frame::SynStream { id, .. })) => {
-                    sp_tx.send(Frame::RstStream { id, status: spdy::REFUSED_STREAM }).await.map_err(|e| e.to_string())?
+                    let _ = pings.send(Frame::RstStream { id, status: spdy::REFUSED_STREAM }).await;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => break,
-            },
+                Some(Err(_)) | None => break,
+            }
         }
+        // A runtime connection that ended before the command's status came is a failure,
+        // never an empty (successful) error stream.
+        if !error_said {
+            let status = serde_json::json!({
+                "metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
+                "message": "error: the container runtime's stream ended before the command's status",
+            });
+            let mut message = vec![ERROR];
+            message.extend_from_slice(status.to_string().as_bytes());
+            let _ = ws_tx.send(Message::Binary(message.into())).await;
+        }
+        // A normal close tells the client the error stream is complete.
+        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = ws_tx.send(Message::Close(Some(close))).await;
+        let _ = ws_tx.flush().await;
+    };
+    // The session ends with the output; a client that goes away ends it too.
+    tokio::pin!(output);
+    tokio::select! {
+        () = &mut output => {}
+        () = input => {}
     }
-    // Every output has ended: a normal close tells the client the error stream is complete.
-    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-    let _ = ws_tx.send(Message::Close(Some(close))).await;
-    let _ = ws_tx.flush().await;
     Ok(())
 }
 
@@ -409,31 +457,36 @@ async fn unwrap_tunnel(url: &str, request: Request) -> Response {
     accept_websocket(request, TUNNELED_PORT_FORWARD, move |ws| async move {
         let (mut ws_tx, mut ws_rx) = ws.split();
         let (mut rd, mut wr) = tokio::io::split(TokioIo::new(runtime));
-        let mut buf = vec![0u8; 32 << 10];
-        loop {
-            tokio::select! {
-                message = ws_rx.next() => match message {
-                    Some(Ok(Message::Binary(data))) => {
-                        if wr.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-                read = rd.read(&mut buf) => match read {
+        // The two directions run side by side, so a slow writer never stops the reader.
+        let upstream = async move {
+            while let Some(Ok(message)) = ws_rx.next().await {
+                match message {
+                    Message::Binary(data) if wr.write_all(&data).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let downstream = async move {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if ws_tx.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            break;
+                            return;
                         }
                     }
-                },
+                }
             }
+            let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+            let _ = ws_tx.send(Message::Close(Some(close))).await;
+        };
+        tokio::select! {
+            () = upstream => {}
+            () = downstream => {}
         }
-        let _ = wr.shutdown().await;
-        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-        let _ = ws_tx.send(Message::Close(Some(close))).await;
     })
 }
 

@@ -39,7 +39,9 @@ pub fn parse_token(token: &str) -> Result<(&str, &str), String> {
 /// `DATA/token`: loaded, or made on first start.
 pub fn token(data_dir: &Path, ca_pem: &str) -> Result<String, Error> {
     let path = token_path(data_dir);
-    if let Ok(token) = std::fs::read_to_string(&path) {
+    // A token names its CA: one left from an earlier PKI is replaced.
+    let kept = std::fs::read_to_string(&path).ok().filter(|t| parse_token(t).is_ok_and(|(h, _)| h == ca_hash(ca_pem)));
+    if let Some(token) = kept {
         return Ok(token.trim().to_owned());
     }
     let mut secret = [0u8; 16];
@@ -78,11 +80,27 @@ pub(crate) fn router(state: JoinState) -> axum::Router {
         .with_state(state)
 }
 
-async fn join(State(state): State<JoinState>, body: axum::body::Bytes) -> Response {
+async fn join(
+    State(state): State<JoinState>,
+    user: Option<axum::Extension<crate::User>>,
+    body: axum::body::Bytes,
+) -> Response {
+    // Only the join token, or an administrator, makes node identities.
+    let allowed = user.is_some_and(|u| u.groups.iter().any(|g| g == BOOTSTRAP_GROUP || g == "system:masters"));
+    if !allowed {
+        return ApiError::ForbiddenRequest(format!("forbidden: only a join token may use {JOIN_PATH}")).into_response();
+    }
     let request: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return ApiError::BadRequest(format!("join request: {e}")).into_response(),
     };
+    // A node's serving certificate comes from the cluster CA: it must never carry a name
+    // clients use for the API server.
+    let reserved = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"];
+    if reserved.contains(&request.node_name.as_str()) || request.node_name.starts_with("kubernetes.default.svc.") {
+        return ApiError::BadRequest(format!("node name {:?} is reserved for the API server", request.node_name))
+            .into_response();
+    }
     if let Some(message) =
         crate::api::kinds::check_name(crate::api::kinds::NameRule::Dns1123Subdomain, &request.node_name)
     {
@@ -114,7 +132,11 @@ mod tests {
     fn tokens_pin_the_ca_and_are_made_once() {
         let dir = tempfile::tempdir().unwrap();
         let first = token(dir.path(), "CA").unwrap();
-        assert_eq!(token(dir.path(), "other").unwrap(), first);
+        assert_eq!(token(dir.path(), "CA").unwrap(), first);
+        // A new CA gets a new token.
+        let other = token(dir.path(), "other").unwrap();
+        assert_ne!(other, first);
+        assert_eq!(parse_token(&other).unwrap().0, ca_hash("other"));
         let (hash, secret) = parse_token(&first).unwrap();
         assert_eq!(hash, ca_hash("CA"));
         assert_eq!(secret.len(), 32);

@@ -82,8 +82,12 @@ pub fn choose<'a>(claim: &PersistentVolumeClaim, volumes: &'a [PersistentVolume]
                 || r.uid.as_ref().is_some_and(|u| Some(u) != claim.metadata.uid.as_ref())
         })
     };
+    let usable = |pv: &&PersistentVolume| pv.metadata.deletion_timestamp.is_none() && matches(pv, claim);
     if let Some(named) = claim.spec.as_ref().and_then(|s| s.volume_name.as_ref()).filter(|n| !n.is_empty()) {
-        return volumes.iter().find(|pv| pv.metadata.name.as_ref() == Some(named) && !claimed_by_other(pv));
+        return volumes
+            .iter()
+            .find(|pv| pv.metadata.name.as_ref() == Some(named) && !claimed_by_other(pv))
+            .filter(usable);
     }
     let reserved = volumes.iter().find(|pv| {
         pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some_and(|r| {
@@ -91,7 +95,7 @@ pub fn choose<'a>(claim: &PersistentVolumeClaim, volumes: &'a [PersistentVolume]
         })
     });
     if reserved.is_some() {
-        return reserved;
+        return reserved.filter(usable);
     }
     volumes
         .iter()
@@ -107,7 +111,7 @@ async fn reconcile(
     complained: &mut HashSet<String>,
 ) -> Result<(), kube::Error> {
     let all_claims = claims.list(&ListParams::default()).await?.items;
-    let all_volumes = volumes.list(&ListParams::default()).await?.items;
+    let mut all_volumes = volumes.list(&ListParams::default()).await?.items;
     let by_key: BTreeMap<(String, String), &PersistentVolumeClaim> =
         all_claims.iter().map(|c| (claim_key(c), c)).collect();
     let status = |phase: &str| json!({"status": {"phase": phase}});
@@ -156,8 +160,9 @@ async fn reconcile(
         };
         complained.remove(&format!("{ns}/{name}"));
         let pv_name = pv.name_any();
+        let pv = pv.clone();
         // The volume first: its claimRef is the reservation.
-        let claim_ref = ObjectReference {
+        let claim_ref: ObjectReference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("PersistentVolumeClaim".into()),
             namespace: Some(ns.clone()),
@@ -166,7 +171,10 @@ async fn reconcile(
             resource_version: claim.metadata.resource_version.clone(),
             ..Default::default()
         };
-        volumes.patch(&pv_name, &pp, &Patch::Merge(json!({"spec": {"claimRef": claim_ref}}))).await?;
+        // With the volume's resourceVersion: a concurrent binder's claimRef is never overwritten.
+        let reserve =
+            json!({"metadata": {"resourceVersion": pv.metadata.resource_version}, "spec": {"claimRef": claim_ref}});
+        volumes.patch(&pv_name, &pp, &Patch::Merge(reserve)).await?;
         volumes.patch_status(&pv_name, &pp, &Patch::Merge(status("Bound"))).await?;
         let api: Api<PersistentVolumeClaim> = Api::namespaced(claims.clone().into_client(), &ns);
         let annotations =
@@ -180,6 +188,10 @@ async fn reconcile(
         let spec = pv.spec.clone().unwrap_or_default();
         let body = json!({"status": {"phase": "Bound", "accessModes": spec.access_modes, "capacity": spec.capacity}});
         api.patch_status(&name, &pp, &Patch::Merge(body)).await?;
+        // Later claims in this pass see the volume as taken.
+        if let Some(taken) = all_volumes.iter_mut().find(|v| v.metadata.name.as_deref() == Some(pv_name.as_str())) {
+            taken.spec.get_or_insert_with(Default::default).claim_ref = Some(claim_ref);
+        }
     }
     Ok(())
 }

@@ -968,8 +968,11 @@ fn static_pods_run_from_manifests_and_show_as_mirror_pods() {
     let dir = data_dir();
     let manifests = dir.path().join("agent/manifests");
     std::fs::create_dir_all(&manifests).unwrap();
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
     let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: static-web}}\nspec:\n  containers:\n  - name: web\n    image: {IMAGE}\n    command: [sh, -c, 'echo static > /tmp/index.html && exec httpd -f -p 8080 -h /tmp']\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: static-web}}\nspec:\n  terminationGracePeriodSeconds: 5\n  volumes: [{{name: h, hostPath: {{path: {}}}}}]\n  containers:\n  - name: web\n    image: {IMAGE}\n    command: [sh, -c, 'echo static > /tmp/index.html && exec httpd -f -p 8080 -h /tmp']\n    volumeMounts: [{{name: h, mountPath: /hooks}}]\n    lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo bye > /hooks/static']}}}}}}\n",
+        hooks.display()
     );
     std::fs::write(manifests.join("web.yaml"), &manifest).unwrap();
     std::fs::write(manifests.join("broken.yaml"), "kind: Pod\nmetadata: {name: [not a name]}\n").unwrap();
@@ -1020,6 +1023,8 @@ fn static_pods_run_from_manifests_and_show_as_mirror_pods() {
             .unwrap();
         (!out.status.success()).then_some(()).ok_or("still serving".into())
     });
+    // It stopped gracefully: its preStop hook ran.
+    assert_eq!(std::fs::read_to_string(hooks.join("static")).unwrap_or_default(), "bye\n");
 }
 
 #[test]
