@@ -492,8 +492,15 @@ fn kubectl_with_stdin(server: &ServerProcess, binary: &str, args: &[&str], stdin
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    // Fed from another thread: the output is read while the input is still going in.
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
 }
 
 /// Starts `kubectl port-forward` to the pod's port 8080 on a free local port; returns the
@@ -546,6 +553,11 @@ fn exec_cp_and_port_forward_work_with_old_and_new_kubectl_and_the_python_client(
             kubectl_with_stdin(&server, kubectl, &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"], b"line\n");
         assert!(piped.status.success(), "{kubectl}: {}", String::from_utf8_lossy(&piped.stderr));
         assert_eq!(String::from_utf8_lossy(&piped.stdout), "line\ndone\n", "{kubectl}");
+        // Volume in both directions at once: 4 MiB through stdin, echoed back through stdout.
+        let big: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        let echoed = kubectl_with_stdin(&server, kubectl, &["exec", "-i", "web", "--", "cat"], &big);
+        assert!(echoed.status.success(), "{kubectl}: {}", String::from_utf8_lossy(&echoed.stderr));
+        assert!(echoed.stdout == big, "{kubectl}: {} bytes came back of {}", echoed.stdout.len(), big.len());
         // Errors before the upgrade are upstream's.
         let err = server.fails(kubectl, &["exec", "web", "-c", "nope", "--", "true"]);
         assert!(err.contains("container nope is not valid for pod web"), "{kubectl}: {err}");
