@@ -6,6 +6,7 @@ mod agent;
 mod bench;
 mod join;
 mod server;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     Server(server::Args),
     /// Runs a node agent that joins a server with its join token.
     Agent(join::Args),
+    /// Simulated nodes (a test and scale tool, like kwok) joining a running server.
+    Simulate(simulate::Args),
     /// Prints the server's join token, for `rkube agent --token`.
     Token {
         #[arg(long, default_value = "/var/lib/rkube")]
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => server::run(args).await,
             Command::Bench { which } => bench::run(which).await,
             Command::Agent(args) => join::run(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
             Command::Token { data_dir } => join::print_token(&data_dir),
             Command::Images { which } => agent::images(which).await,
             Command::Killall { data_dir } => agent::killall(&data_dir).await,

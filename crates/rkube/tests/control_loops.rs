@@ -548,3 +548,48 @@ fn sigterm_stops_a_busy_server() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(server.terminate(Duration::from_secs(10)), "the server was still running 10 s after SIGTERM");
 }
+
+#[test]
+fn rkube_simulate_joins_nodes_to_a_running_server_and_they_go_not_ready_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(dir.path(), &["--node-monitor-grace-period", "4"]);
+    let mut simulate = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .args(["simulate", "--nodes", "2", "--prefix", "joined-", "--capacity", "cpu=2", "--kubeconfig"])
+        .arg(server.kubeconfig())
+        .spawn()
+        .unwrap();
+    let ready = |server: &ServerProcess| {
+        let nodes = json(server, &["get", "nodes", "-l", "rkube.io/simulated=true"]);
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let ready = n["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+                (
+                    n["metadata"]["name"].as_str().unwrap().to_owned(),
+                    ready.map_or(String::new(), |c| c["status"].to_string()),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(30),
+        || ready(&server),
+        |nodes| nodes.len() == 2 && nodes.iter().all(|(name, r)| name.starts_with("joined-") && r == "\"True\""),
+    );
+    assert_eq!(server.ok(KUBECTL, &["get", "node", "joined-0", "-o", "jsonpath={.status.capacity.cpu}"]), "2");
+    server.ok(KUBECTL, &["create", "deployment", "web", "--image=busybox", "--replicas=2"]);
+    server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    // The nodes stop with the command, and the server notices.
+    let _ = std::process::Command::new("kill").args(["-TERM", &simulate.id().to_string()]).status();
+    let _ = simulate.wait();
+    eventually(Duration::from_secs(30), || ready(&server), |nodes| nodes.iter().all(|(_, r)| r == "\"Unknown\""));
+    // A bad kubeconfig is a clear error, not a hang.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .args(["simulate", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubeconfig"), "{out:?}");
+}
