@@ -593,3 +593,40 @@ fn rkube_simulate_joins_nodes_to_a_running_server_and_they_go_not_ready_when_it_
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubeconfig"), "{out:?}");
 }
+
+#[test]
+fn resource_quotas_refuse_what_would_exceed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    server.ok(KUBECTL, &["create", "namespace", "q"]);
+    server.ok(KUBECTL, &["-n", "q", "create", "quota", "count", "--hard=pods=2"]);
+    server.ok(KUBECTL, &["-n", "q", "create", "quota", "compute", "--hard=requests.cpu=1,requests.memory=1Gi"]);
+    let pod = |name: &str, cpu: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: q}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {{requests: {{cpu: {cpu}, memory: 64Mi}}}}\n"
+        )
+    };
+    apply(&server, dir.path(), "p1", &pod("p1", "500m"));
+    // Over the CPU quota: the message is upstream's arithmetic.
+    let file = dir.path().join("p2.yaml");
+    std::fs::write(&file, pod("p2", "800m")).unwrap();
+    let err = server.fails(KUBECTL, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        err.contains(r#"pods "p2" is forbidden: exceeded quota: compute, requested: requests.cpu=800m, used: requests.cpu=500m, limited: requests.cpu=1"#),
+        "{err}"
+    );
+    apply(&server, dir.path(), "p2", &pod("p2", "250m"));
+    let file = dir.path().join("p3.yaml");
+    std::fs::write(&file, pod("p3", "100m")).unwrap();
+    for kubectl in [KUBECTL, KUBECTL_OLD] {
+        let err = server.fails(kubectl, &["apply", "-f", file.to_str().unwrap()]);
+        assert!(err.contains("exceeded quota: count, requested: pods=1, used: pods=2, limited: pods=2"), "{err}");
+    }
+    // Deleting a pod frees its share.
+    server.ok(KUBECTL, &["-n", "q", "delete", "pod", "p1", "--grace-period=0", "--force"]);
+    eventually(
+        Duration::from_secs(20),
+        || server.kubectl(KUBECTL, &["apply", "-f", file.to_str().unwrap()]).status.success(),
+        |ok| *ok,
+    );
+}

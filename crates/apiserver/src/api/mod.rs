@@ -31,6 +31,7 @@ pub mod nodeproxy;
 mod objects;
 mod openapi;
 mod printers;
+mod quota;
 pub mod services;
 mod subresources;
 mod validate;
