@@ -208,6 +208,18 @@ pub fn kubelet_client(data_dir: &Path) -> Result<Issued, Error> {
     })
 }
 
+/// The client certificate of the server's own node agent: `system:node:NAME` in
+/// `system:nodes`, as a joined agent gets, never the admin's.
+pub fn node_client(data_dir: &Path, node: &str) -> Result<Issued, Error> {
+    load_or_issue(data_dir, &format!("node-client-{node}"), || {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        Ok(params)
+    })
+}
+
 /// A node agent's serving certificate for its node API, for the node's name and addresses;
 /// reissued when they change.
 pub fn node_serving(data_dir: &Path, node: &str, ips: &[IpAddr]) -> Result<Issued, Error> {

@@ -120,7 +120,28 @@ async fn credentials(args: &Args, name: &str, ip: &str) -> anyhow::Result<Creden
     let answer: serde_json::Value = serde_json::from_str(&answer)?;
     let field = |f: &str| answer[f].as_str().map(str::to_owned).with_context(|| format!("the join answer has no {f}"));
     let (client_cert, serving_cert) = (field("clientCert")?, field("servingCert")?);
-    let kubeconfig = format!(
+    let kubeconfig = kubeconfig(&args.server, &ca, name, &client_cert, &client_key.serialize_pem());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |path: PathBuf, content: &str| -> anyhow::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        std::io::Write::write_all(&mut f, content.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    };
+    write(dir.join("ca.crt"), &ca)?;
+    write(dir.join("serving.crt"), &serving_cert)?;
+    write(dir.join("serving.key"), &serving_key.serialize_pem())?;
+    write(args.data_dir.join("agent/kubeconfig"), &kubeconfig)?;
+    // Last: its presence says the files above belong together.
+    write(dir.join("join.stamp"), &stamp)?;
+    Ok(Credentials { ca, serving_cert, serving_key: serving_key.serialize_pem(), kubeconfig })
+}
+
+/// A node's kubeconfig: the server, its CA, and the node's client certificate.
+pub fn kubeconfig(server: &str, ca: &str, name: &str, cert: &str, key: &str) -> String {
+    format!(
         "apiVersion: v1
 kind: Config
 clusters:
@@ -140,27 +161,10 @@ contexts:
     user: system:node:{name}
 current-context: rkube
 ",
-        server = args.server,
-        ca = pem_b64(&ca),
-        cert = pem_b64(&client_cert),
-        key = pem_b64(&client_key.serialize_pem()),
-    );
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let write = |path: PathBuf, content: &str| -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        std::io::Write::write_all(&mut f, content.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
-    };
-    write(dir.join("ca.crt"), &ca)?;
-    write(dir.join("serving.crt"), &serving_cert)?;
-    write(dir.join("serving.key"), &serving_key.serialize_pem())?;
-    write(args.data_dir.join("agent/kubeconfig"), &kubeconfig)?;
-    // Last: its presence says the files above belong together.
-    write(dir.join("join.stamp"), &stamp)?;
-    Ok(Credentials { ca, serving_cert, serving_key: serving_key.serialize_pem(), kubeconfig })
+        ca = pem_b64(ca),
+        cert = pem_b64(cert),
+        key = pem_b64(key),
+    )
 }
 
 /// A kubeconfig for the join requests: no CA yet (anything is accepted, then checked against

@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.data_dir.join("kubeconfig").display()
     );
     // The control loops and simulated nodes, through the API like any client (for now as the
-    // admin).
+    // admin; the node agent has its own identity).
     let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
     let mut loops = rkube_controllers::Config { cluster_cidr: args.cluster_cidr, ..Default::default() };
@@ -107,7 +107,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         false => {
             let mut config = args.agent.server_config(&args.data_dir)?;
             config.labels.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
-            Some(rkube_agent::Agent::start(client, config))
+            // The node runs under its own identity, as a joined node does.
+            let (name, _) = rkube_agent::identity(&config);
+            let issued = rkube_apiserver::pki::node_client(&args.data_dir, &name)?;
+            let ca = std::fs::read_to_string(args.data_dir.join("pki/ca.crt")).context("reading the cluster CA")?;
+            let url = format!("https://{}", server_host(server.addr()));
+            let kubeconfig = crate::join::kubeconfig(&url, &ca, &name, &issued.cert, &issued.key);
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
+            let node_client =
+                kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
+            Some(rkube_agent::Agent::start(node_client, config))
         }
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -125,4 +134,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("rkube server: shutting down");
     Ok(())
+}
+
+/// Where in-process clients reach the API server: the bound address, or loopback when it is
+/// bound to every address.
+fn server_host(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        std::net::SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        std::net::SocketAddr::V4(a) => a.to_string(),
+    }
 }

@@ -76,6 +76,9 @@ fn pods_run_in_real_containers_with_networking_env_and_exit_codes() {
     assert!(node.starts_with("containerd://"), "{node}");
     let capacity = jsonpath(&server, &["nodes"], "{.items[0].status.capacity.pods}");
     assert_eq!(capacity, "110");
+    // The server's own node runs under a node identity of its own, not the admin's.
+    let node = jsonpath(&server, &["nodes"], "{.items[0].metadata.name}");
+    assert!(dir.path().join(format!("pki/node-client-{node}.crt")).exists());
 
     apply(
         &server,
