@@ -736,6 +736,10 @@ impl Hosts {
         Hosts::ip(&["link", "add", hosts.bridge, "type", "bridge"]);
         Hosts::ip(&["addr", "add", &gateway, "dev", hosts.bridge]);
         Hosts::ip(&["link", "set", hosts.bridge, "up"]);
+        // Machines on a switch are out of this host's firewall; with br_netfilter loaded,
+        // bridged frames would otherwise meet this host's NAT rules (a pod sandbox left by an
+        // earlier run masqueraded its old IP, which a new pod here can have).
+        Hosts::iptables("-I");
         for (i, ns) in hosts.names.iter().enumerate() {
             let veth = format!("rkt-v{}", i + 1);
             let addr = format!("{}.{}/24", Hosts::SUBNET, i + 2);
@@ -750,7 +754,26 @@ impl Hosts {
         hosts
     }
 
+    fn iptables(action: &str) -> bool {
+        let rule = [
+            "-t",
+            "nat",
+            action,
+            "POSTROUTING",
+            "-o",
+            "rkt-br",
+            "-m",
+            "comment",
+            "--comment",
+            "rkube test hosts",
+            "-j",
+            "ACCEPT",
+        ];
+        std::process::Command::new("iptables").args(rule).output().is_ok_and(|o| o.status.success())
+    }
+
     fn remove(&self) {
+        while Hosts::iptables("-D") {}
         for ns in &self.names {
             let _ = std::process::Command::new("ip").args(["netns", "del", ns]).output();
         }
