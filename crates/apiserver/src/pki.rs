@@ -70,9 +70,16 @@ impl Pki {
 
     /// The admin kubeconfig for a server at `server_url`.
     pub fn admin_kubeconfig(&self, server_url: &str) -> String {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        format!(
-            "apiVersion: v1
+        kubeconfig(server_url, &self.ca_cert, "rkube-admin", &self.admin_cert, &self.admin_key)
+    }
+}
+
+/// A kubeconfig for `user` (a client certificate and key) at the server `server_url`, which
+/// `ca` signed.
+pub fn kubeconfig(server_url: &str, ca: &str, user: &str, cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1
 kind: Config
 clusters:
 - name: rkube
@@ -80,7 +87,7 @@ clusters:
     server: {server_url}
     certificate-authority-data: {ca}
 users:
-- name: rkube-admin
+- name: {user}
   user:
     client-certificate-data: {cert}
     client-key-data: {key}
@@ -88,14 +95,13 @@ contexts:
 - name: rkube
   context:
     cluster: rkube
-    user: rkube-admin
+    user: {user}
 current-context: rkube
 ",
-            ca = b64(&self.ca_cert),
-            cert = b64(&self.admin_cert),
-            key = b64(&self.admin_key),
-        )
-    }
+        ca = b64(ca),
+        cert = b64(cert),
+        key = b64(key),
+    )
 }
 
 fn create(extra_sans: &[IpAddr]) -> Result<(Pki, String), Error> {

@@ -141,30 +141,7 @@ async fn credentials(args: &Args, name: &str, ip: &str) -> anyhow::Result<Creden
 
 /// A node's kubeconfig: the server, its CA, and the node's client certificate.
 pub fn kubeconfig(server: &str, ca: &str, name: &str, cert: &str, key: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: rkube
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: system:node:{name}
-  user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
-- name: rkube
-  context:
-    cluster: rkube
-    user: system:node:{name}
-current-context: rkube
-",
-        ca = pem_b64(ca),
-        cert = pem_b64(cert),
-        key = pem_b64(key),
-    )
+    rkube_apiserver::pki::kubeconfig(server, ca, &format!("system:node:{name}"), cert, key)
 }
 
 /// A kubeconfig for the join requests: no CA yet (anything is accepted, then checked against
