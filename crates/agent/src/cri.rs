@@ -101,19 +101,24 @@ pub async fn observe_pod(cri: &Cri, uid: &str) -> Result<Observed, Error> {
     let mut observed = Observed::default();
     for s in sandboxes {
         let ready = s.state == 0;
-        let status = rt
-            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: s.id.clone(), verbose: false })
-            .await
-            .map_err(rpc("sandbox status"))?
-            .into_inner()
-            .status;
-        let ip = status.and_then(|st| st.network).map(|n| n.ip).filter(|ip| !ip.is_empty());
+        let ip = sandbox_ip(&mut rt, &s.id).await?;
         observed.sandboxes.push(Sandbox { id: s.id, attempt: s.metadata.map_or(0, |m| m.attempt), ready, ip });
     }
     for c in containers {
         observed.containers.push(describe(&mut rt, &c).await?);
     }
     Ok(observed)
+}
+
+/// A sandbox's pod IP, from its status.
+async fn sandbox_ip(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<Option<String>, Error> {
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.to_owned(), verbose: false })
+        .await
+        .map_err(rpc("sandbox status"))?
+        .into_inner()
+        .status;
+    Ok(status.and_then(|st| st.network).map(|n| n.ip).filter(|ip| !ip.is_empty()))
 }
 
 /// A listed container with the details only its status has.
@@ -179,13 +184,7 @@ impl Relist {
             let ip = match self.sandbox_ips.get(&s.id) {
                 Some(ip) if ip.is_some() || !ready => ip.clone(),
                 _ => {
-                    let status = rt
-                        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: s.id.clone(), verbose: false })
-                        .await
-                        .map_err(rpc("sandbox status"))?
-                        .into_inner()
-                        .status;
-                    let ip = status.and_then(|st| st.network).map(|n| n.ip).filter(|ip| !ip.is_empty());
+                    let ip = sandbox_ip(&mut rt, &s.id).await?;
                     self.sandbox_ips.insert(s.id.clone(), ip.clone());
                     ip
                 }

@@ -34,15 +34,6 @@ use crate::spdy::{self, Frame};
 const V5: &str = "v5.channel.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
 const TUNNELED_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
-/// Request headers that carry an upgrade's negotiation to the runtime.
-const UPGRADE_HEADERS: &[&str] = &[
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "x-stream-protocol-version",
-];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -232,7 +223,7 @@ async fn upgrade(
 async fn relay(url: &str, mut request: Request) -> Response {
     let mut headers = HeaderMap::new();
     for (name, value) in request.headers() {
-        if UPGRADE_HEADERS.contains(&name.as_str()) {
+        if rkube_core::UPGRADE_HEADERS.contains(&name.as_str()) {
             headers.append(name, value.clone());
         }
     }

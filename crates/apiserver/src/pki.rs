@@ -187,42 +187,65 @@ fn load_or_issue(
         return Ok(Issued { cert, key });
     }
     let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
-    let read =
-        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())));
-    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(pki_error)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.crt"))?, ca_key).map_err(pki_error)?;
+    let issuer = ca_issuer(data_dir)?;
     let key = KeyPair::generate().map_err(pki_error)?;
-    let mut params = params()?;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(3650);
-    let cert = params.signed_by(&key, &issuer).map_err(pki_error)?;
+    let cert = valid_from_now(params()?).signed_by(&key, &issuer).map_err(pki_error)?;
     let issued = Issued { cert: cert.pem(), key: key.serialize_pem() };
     write_file(&key_path, issued.key.as_bytes(), true)?;
     write_file(&cert_path, issued.cert.as_bytes(), false)?;
     Ok(issued)
 }
 
+/// The cluster CA, to sign with.
+fn ca_issuer(data_dir: &Path) -> Result<Issuer<'static, KeyPair>, Error> {
+    let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot load the cluster CA: {e}"));
+    let dir = data_dir.join("pki");
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())));
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(pki_error)?;
+    Issuer::from_ca_cert_pem(&read(dir.join("ca.crt"))?, ca_key).map_err(pki_error)
+}
+
+/// Issued certificates are valid from an hour ago (clock skew) for ten years.
+fn valid_from_now(mut params: CertificateParams) -> CertificateParams {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    params
+}
+
+/// A client certificate: `cn` in `group`.
+fn client_params(cn: &str, group: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(cn, Some(group));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+/// A node API's serving certificate: `system:node:NAME`, for the node's name and addresses.
+fn node_serving_params(node: &str, ips: &[IpAddr]) -> Result<CertificateParams, Error> {
+    let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
+    let mut sans = vec![SanType::DnsName(node.to_owned().try_into().map_err(pki_error)?)];
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    Ok(params)
+}
+
 /// The API server's client certificate toward node agents.
 pub fn kubelet_client(data_dir: &Path) -> Result<Issued, Error> {
-    load_or_issue(data_dir, "apiserver-kubelet-client", || {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(KUBELET_CLIENT_CN, Some(ADMIN_GROUP));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        Ok(params)
-    })
+    load_or_issue(data_dir, "apiserver-kubelet-client", || Ok(client_params(KUBELET_CLIENT_CN, ADMIN_GROUP)))
 }
 
 /// The client certificate of the server's own node agent: `system:node:NAME` in
 /// `system:nodes`, as a joined agent gets, never the admin's.
 pub fn node_client(data_dir: &Path, node: &str) -> Result<Issued, Error> {
     load_or_issue(data_dir, &format!("node-client-{node}"), || {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        Ok(params)
+        Ok(client_params(&format!("system:node:{node}"), "system:nodes"))
     })
 }
 
@@ -236,17 +259,7 @@ pub fn node_serving(data_dir: &Path, node: &str, ips: &[IpAddr]) -> Result<Issue
     if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s != stamp) {
         let _ = std::fs::remove_file(dir.join(format!("{file}.crt")));
     }
-    let issued = load_or_issue(data_dir, &file, || {
-        let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot make a certificate: {e}"));
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
-        let mut sans = vec![SanType::DnsName(node.to_owned().try_into().map_err(pki_error)?)];
-        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.subject_alt_names = sans;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        Ok(params)
-    })?;
+    let issued = load_or_issue(data_dir, &file, || node_serving_params(node, ips))?;
     write_file(&stamp_path, stamp.as_bytes(), false)?;
     Ok(issued)
 }
@@ -263,31 +276,14 @@ pub fn sign_node_requests(
     serving_csr: &str,
 ) -> Result<(String, String), Error> {
     let pki_error = |e: rcgen::Error| Error::Pki(format!("cannot sign the node's request: {e}"));
-    let dir = data_dir.join("pki");
-    let read =
-        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::Pki(format!("cannot read {}: {e}", p.display())));
-    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(pki_error)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.crt"))?, ca_key).map_err(pki_error)?;
-    let now = time::OffsetDateTime::now_utc();
-    let sign = |pem: &str, mut params: CertificateParams| -> Result<String, Error> {
+    let issuer = ca_issuer(data_dir)?;
+    let sign = |pem: &str, params: CertificateParams| -> Result<String, Error> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(pem).map_err(pki_error)?;
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(3650);
-        csr.params = params;
+        csr.params = valid_from_now(params);
         Ok(csr.signed_by(&issuer).map_err(pki_error)?.pem())
     };
-    let mut client = CertificateParams::default();
-    client.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let mut serving = CertificateParams::default();
-    serving.distinguished_name = name(&format!("system:node:{node}"), Some("system:nodes"));
-    let mut sans = vec![SanType::DnsName(node.to_owned().try_into().map_err(pki_error)?)];
-    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    serving.subject_alt_names = sans;
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    Ok((sign(client_csr, client)?, sign(serving_csr, serving)?))
+    let client = client_params(&format!("system:node:{node}"), "system:nodes");
+    Ok((sign(client_csr, client)?, sign(serving_csr, node_serving_params(node, ips)?)?))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

@@ -10,3 +10,14 @@
 pub mod protobuf;
 pub mod quantity;
 pub mod smp;
+
+/// Request headers that carry an upgrade's negotiation (SPDY or WebSocket) from a client
+/// through the API server and the node API to the runtime; the rest stay behind.
+pub const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];

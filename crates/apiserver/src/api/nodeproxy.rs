@@ -214,16 +214,6 @@ pub(super) async fn node_proxy(
     Ok(out)
 }
 
-/// Request headers that carry an upgrade's negotiation to the node agent.
-const UPGRADE_HEADERS: &[&str] = &[
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "x-stream-protocol-version",
-];
-
 /// `pods/NAME/exec`, `attach` and `portforward`: the client's upgrade request goes to the node
 /// agent that runs the pod; after `101 Switching Protocols` the bytes flow both ways untouched.
 pub(super) async fn pod_stream(
@@ -256,7 +246,7 @@ pub(super) async fn pod_stream(
         .uri(&path)
         .header("host", format!("{address}:{port}"));
     for (header, value) in request.headers() {
-        if UPGRADE_HEADERS.contains(&header.as_str()) {
+        if rkube_core::UPGRADE_HEADERS.contains(&header.as_str()) {
             forwarded = forwarded.header(header, value);
         }
     }
