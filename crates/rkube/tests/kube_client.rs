@@ -403,3 +403,105 @@ async fn hostile_bodies_get_client_errors_never_500s() {
     let health = client.request_text(http::Request::get("/readyz").body(Vec::new()).unwrap()).await.unwrap();
     assert_eq!(health, "ok");
 }
+
+/// Lists are served from the watch cache, as upstream's consistent reads from cache are: a
+/// list without a resourceVersion sees every write made before it, even when the last write
+/// was to another kind (the cache asks the store for progress rather than waiting for its
+/// next event), pages continue from the store at the first page's revision, and exact reads
+/// go to the store. Checked against both stores.
+async fn lists_from_the_cache(server: &ServerProcess) {
+    let client = client(server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "default");
+    for i in 0..8 {
+        let created = cms.create(&PostParams::default(), &configmap(&format!("c{i}"), &[("n", &i.to_string())])).await.unwrap();
+        let created_at: i64 = created.metadata.resource_version.unwrap().parse().unwrap();
+        let started = std::time::Instant::now();
+        let list = cms.list(&ListParams::default()).await.unwrap();
+        assert!(list.items.iter().any(|c| c.metadata.name.as_deref() == Some(&*format!("c{i}"))), "c{i} not listed");
+        assert!(list.metadata.resource_version.unwrap().parse::<i64>().unwrap() >= created_at);
+        // A write to another kind moves the store past the configmaps' last event.
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.metadata.name = Some(format!("s{i}"));
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        let list = cms.list(&ListParams::default()).await.unwrap();
+        assert_eq!(list.items.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c'))).count(), i + 1);
+        let secrets_listed = secrets.list(&ListParams::default().labels("")).await.unwrap();
+        assert!(secrets_listed.items.iter().any(|s| s.metadata.name.as_deref() == Some(&*format!("s{i}"))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "a fresh list waited {:?}", started.elapsed());
+    }
+
+    // Pages: the first from the cache, the rest from the store at the first page's revision,
+    // so a write between pages is not seen.
+    let first = cms.list(&ListParams::default().limit(3)).await.unwrap();
+    let revision = first.metadata.resource_version.clone().unwrap();
+    let mut names: Vec<String> = first.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    cms.create(&PostParams::default(), &configmap("a-late", &[])).await.unwrap();
+    let mut token = first.metadata.continue_.clone();
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = cms.list(&ListParams::default().limit(3).continue_token(&t)).await.unwrap();
+        assert_eq!(page.metadata.resource_version.as_deref(), Some(revision.as_str()));
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        token = page.metadata.continue_;
+    }
+    let expected: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let mine: Vec<String> = names.iter().filter(|n| n.starts_with('c') && n.len() == 2).cloned().collect();
+    assert_eq!(mine, expected, "pages: {names:?}");
+    assert!(!names.contains(&"a-late".to_owned()));
+
+    // Selectors count towards the limit from the cache as from the store.
+    let odd = cms.list(&ListParams::default().labels("n in (1,3,5,7)").limit(2)).await.unwrap();
+    let odd_names: Vec<_> = odd.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    assert_eq!(odd_names, ["c1", "c3"]);
+    let rest = cms
+        .list(&ListParams::default().labels("n in (1,3,5,7)").continue_token(odd.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    let rest_names: Vec<_> = rest.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    assert_eq!(rest_names, ["c5", "c7"]);
+    let by_field = cms.list(&ListParams::default().fields("metadata.name=c4")).await.unwrap();
+    assert_eq!(by_field.items.len(), 1);
+
+    // resourceVersion 0 takes the cache as it is; a given one is a lower bound; Exact reads
+    // the store at that revision, where a later write is not yet.
+    assert!(cms.list(&ListParams::default().match_any()).await.unwrap().items.len() >= 9);
+    let not_older = cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::NotOlderThan)).await.unwrap();
+    assert!(not_older.metadata.resource_version.unwrap().parse::<i64>().unwrap() >= revision.parse::<i64>().unwrap());
+    assert!(not_older.items.iter().any(|c| c.metadata.name.as_deref() == Some("a-late")));
+    let exact = cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::Exact)).await.unwrap();
+    assert_eq!(exact.metadata.resource_version.as_deref(), Some(revision.as_str()));
+    assert!(!exact.items.iter().any(|c| c.metadata.name.as_deref() == Some("a-late")));
+
+    // A deletion leaves the cache too.
+    cms.delete("c0", &DeleteParams::default()).await.unwrap();
+    assert!(!cms.list(&ListParams::default()).await.unwrap().items.iter().any(|c| c.metadata.name.as_deref() == Some("c0")));
+
+    // The metrics say which reads the cache served and which went to the store.
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client.request_text(request).await.unwrap();
+    let count = |line: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse::<u64>().ok()))
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+    };
+    assert!(count("apiserver_cache_list_total{resource_prefix=\"/configmaps\"}") >= 20);
+    // The continued pages and the exact read.
+    assert!(count("apiserver_storage_list_total{resource=\"configmaps\"}") >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_served_from_the_watch_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    lists_from_the_cache(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_served_from_the_watch_cache_over_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = rkube_store::etcd_process::EtcdProcess::start(&dir.path().join("etcd")).await.expect("start etcd");
+    let data = dir.path().join("server");
+    let server = ServerProcess::start_with(&data, &["--store", "etcd", "--etcd-endpoints", etcd.endpoint()]);
+    lists_from_the_cache(&server).await;
+}

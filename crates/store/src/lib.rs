@@ -26,7 +26,7 @@ use bytes::Bytes;
 pub use compactor::CompactorConfig;
 pub use embedded::EmbeddedConfig;
 pub use error::{Result, StoreError};
-pub use watch::Watch;
+pub use watch::{ProgressRequester, Watch};
 
 /// The largest value the store accepts: 1.5 MiB, etcd's default `--max-request-bytes`.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;

@@ -41,6 +41,21 @@ impl Watch {
     pub fn request_progress(&self) {
         let _ = self.progress.send(());
     }
+
+    /// A handle that asks for progress from elsewhere, while this watch is being read.
+    pub fn progress_requester(&self) -> ProgressRequester {
+        ProgressRequester(self.progress.clone())
+    }
+}
+
+/// Asks a [`Watch`] for a [`WatchEvent::Progress`]; does nothing once the watch is gone.
+#[derive(Clone)]
+pub struct ProgressRequester(mpsc::UnboundedSender<()>);
+
+impl ProgressRequester {
+    pub fn request(&self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Stream for Watch {

@@ -95,6 +95,39 @@ pub(super) async fn read_collection(
     }
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     options.revision = list_revision(state, &params).await?;
+    let wanted = params.limit.filter(|l| *l > 0);
+    let filtering = !selector.is_empty();
+    if let Some(freshness) = cache_freshness(state, &params).await? {
+        // Unfiltered, the cache hands over only the page; filtered, everything under the
+        // prefix, since the limit counts selected objects.
+        let take = wanted.filter(|_| !filtering);
+        if let Some(listing) = state.watches.list(&state.store, kind, &options.prefix, freshness, take).await {
+            state.metrics.count_list(kind.plural, metrics::ListSource::Cache);
+            let mut chosen: Vec<&Entry> = Vec::new();
+            let mut more = listing.more;
+            for (i, entry) in listing.entries.iter().enumerate() {
+                if filtering && !selector.matches(entry.selectable(kind)) {
+                    continue;
+                }
+                chosen.push(entry);
+                if wanted.is_some_and(|w| chosen.len() >= w) {
+                    more |= i + 1 < listing.entries.len();
+                    break;
+                }
+            }
+            let mut metadata = json!({"resourceVersion": listing.revision.to_string()});
+            // The next page comes from the store, at this page's revision.
+            if let (true, Some(last)) = (more, chosen.last()) {
+                metadata["continue"] = json!(encode_continue(listing.revision, &last.key));
+            }
+            if as_table {
+                let items = chosen.iter().map(|e| e.object()).collect::<Result<Vec<_>, _>>()?;
+                return Ok(table_response(kind, &params, &items, metadata));
+            }
+            return Ok(list_response(kind, metadata, chosen.iter().map(|e| e.json.as_slice())));
+        }
+    }
+    state.metrics.count_list(kind.plural, metrics::ListSource::Store);
     if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (revision, after) = decode_continue(token)?;
         if !after.starts_with(&options.prefix) {
@@ -105,12 +138,10 @@ pub(super) async fn read_collection(
     }
     // The limit counts selected objects, as upstream's: pages of the store are read until
     // enough match, and the continue token resumes after the last key examined.
-    let wanted = params.limit.filter(|l| *l > 0);
     // Objects are kept as parsed values only for a Table; a plain list splices each stored
     // JSON into the response as it is, which is most of the cost of a big list avoided.
     let mut items: Vec<Value> = Vec::new();
     let mut raw: Vec<Vec<u8>> = Vec::new();
-    let filtering = !selector.is_empty();
     let (revision, last_key, more) = loop {
         let page = state.store.list(&options).await.map_err(|e| match e {
             rkube_store::StoreError::Compacted { .. } => ApiError::Gone(
@@ -156,25 +187,55 @@ pub(super) async fn read_collection(
         metadata["continue"] = json!(encode_continue(revision, &last));
     }
     if as_table {
-        let include = Include::parse(params.include_object.as_deref());
-        let now = time::OffsetDateTime::now_utc();
-        return Ok(axum::Json(table::table(kind.columns, &items, include, metadata, now)).into_response());
+        return Ok(table_response(kind, &params, &items, metadata));
     }
+    Ok(list_response(kind, metadata, raw.iter().map(Vec::as_slice)))
+}
+
+fn table_response(kind: &Kind, params: &ListParams, items: &[Value], metadata: Value) -> Response {
+    let include = Include::parse(params.include_object.as_deref());
+    let now = time::OffsetDateTime::now_utc();
+    axum::Json(table::table(kind.columns, items, include, metadata, now)).into_response()
+}
+
+/// A list's JSON, with each object's JSON spliced in as it is.
+fn list_response<'a>(kind: &Kind, metadata: Value, objects: impl Iterator<Item = &'a [u8]> + Clone) -> Response {
     let head = json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata}).to_string();
-    let mut body = Vec::with_capacity(head.len() + 16 + raw.iter().map(|r| r.len() + 1).sum::<usize>());
+    let mut body = Vec::with_capacity(head.len() + 16 + objects.clone().map(|r| r.len() + 1).sum::<usize>());
     body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     body.extend_from_slice(br#","items":["#);
-    for (i, object) in raw.iter().enumerate() {
+    for (i, object) in objects.enumerate() {
         if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(object);
     }
     body.extend_from_slice(b"]}");
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
-        .expect("static response parts"))
+        .expect("static response parts")
+}
+
+/// Whether a list is served from the watch cache, and how fresh the cache must be for it, as
+/// upstream decides (`shouldDelegateList`): a continued list, an exact revision (asked for
+/// with `resourceVersionMatch=Exact`, or the legacy way, a resourceVersion with a limit) reads
+/// the store; `0` takes the cache as it is; anything else needs the cache at least as new as
+/// the asked-for revision, or, without one, as the store's current revision (a consistent
+/// read).
+async fn cache_freshness(state: &State, params: &ListParams) -> Result<Option<Freshness>, ApiError> {
+    let matching = params.resource_version_match.as_deref().filter(|m| !m.is_empty());
+    if params.continue_token.as_deref().is_some_and(|c| !c.is_empty()) || matching == Some("Exact") {
+        return Ok(None);
+    }
+    Ok(match params.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
+        None => Some(Freshness::AtLeast(
+            state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?,
+        )),
+        Some("0") => Some(Freshness::Any),
+        Some(_) if params.limit.is_some_and(|l| l > 0) && matching.is_none() => None,
+        Some(rv) => Some(Freshness::AtLeast(parse_revision(rv)?)),
+    })
 }
 
 /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch` as upstream
@@ -277,68 +338,97 @@ pub(super) async fn watch_collection(
         None | Some("") | Some("0") => 0,
         Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
     };
-    // Without a resourceVersion a watch starts with the current state, as ADDED events.
-    let mut initial = Vec::new();
+    // Without a resourceVersion a watch starts with the current state, as ADDED events: from
+    // the cache if it has the kind (current as of now for an unset resourceVersion, as it is
+    // for `0`), otherwise from the store.
+    let mut initial: Vec<Line> = Vec::new();
+    let mut from_cache = None;
     let start_revision = if from == 0 {
-        let page = state
-            .store
-            .list(&ListOptions { prefix: prefix.clone(), ..Default::default() })
-            .await
-            .map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
-        for kv in &page.items {
-            let object = with_revision(kv)?;
-            if selector.matches(&object) {
-                let object = shown(kind, convert, object);
-                initial.push(json!({"type": "ADDED", "object": object}));
+        let freshness = match params.resource_version.as_deref() {
+            Some("0") => Freshness::Any,
+            _ => Freshness::AtLeast(state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?),
+        };
+        if let Some((listing, stream)) =
+            state.watches.watch_with_state(&state.store, stored, prefix.clone(), freshness).await
+        {
+            for entry in &listing.entries {
+                if convert.is_none() && !selector.is_empty() && !selector.matches(entry.selectable(stored)) {
+                    continue;
+                }
+                if convert.is_none() && !as_table {
+                    let json = String::from_utf8_lossy(&entry.json);
+                    initial.push(Line::Text(format!("{{\"type\":\"ADDED\",\"object\":{json}}}\n")));
+                    continue;
+                }
+                let object = entry.object()?;
+                if selector.matches(&object) {
+                    initial.push(Line::Value(json!({"type": "ADDED", "object": shown(kind, convert, object)})));
+                }
             }
+            from_cache = Some(stream);
+            listing.revision + 1
+        } else {
+            let page = state
+                .store
+                .list(&ListOptions { prefix: prefix.clone(), ..Default::default() })
+                .await
+                .map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
+            for kv in &page.items {
+                let object = with_revision(kv)?;
+                if selector.matches(&object) {
+                    let object = shown(kind, convert, object);
+                    initial.push(Line::Value(json!({"type": "ADDED", "object": object})));
+                }
+            }
+            page.revision + 1
         }
-        page.revision + 1
     } else {
         from.checked_add(1).ok_or_else(|| ApiError::BadRequest(format!("invalid resourceVersion {from}")))?
     };
     let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
     let gone = |message: String| ApiError::Gone(message).status();
+    let too_slow = move |served: Served| match served {
+        Served::Event(cached) => Ok(cached),
+        Served::TooSlow => Err(gone(format!("the watch fell too far behind; relist {} and watch again", kind.resource))),
+    };
     // Served from the watch cache when it holds what is asked for; otherwise from the store.
-    let events: futures::stream::BoxStream<'static, Result<Arc<Cached>, Value>> =
-        match state.watches.watch(&state.store, stored, prefix.clone(), start_revision).await {
-            Some(cached) => cached
-                .map(move |served| match served {
-                    Served::Event(cached) => Ok(cached),
-                    Served::TooSlow => {
-                        Err(gone(format!("the watch fell too far behind; relist {} and watch again", kind.resource)))
-                    }
+    let cached = match from_cache {
+        Some(stream) => Some(stream.map(too_slow).boxed()),
+        None => {
+            state.watches.watch(&state.store, stored, prefix.clone(), start_revision).await.map(|s| s.map(too_slow).boxed())
+        }
+    };
+    let events: futures::stream::BoxStream<'static, Result<Arc<Cached>, Value>> = match cached {
+        Some(cached) => cached,
+        None => {
+            let opened = state
+                .store
+                .watch(WatchOptions {
+                    prefix: prefix.clone(),
+                    start_revision,
+                    progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
                 })
-                .boxed(),
-            None => {
-                let opened = state
-                    .store
-                    .watch(WatchOptions {
-                        prefix: prefix.clone(),
-                        start_revision,
-                        progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
+                .await;
+            match opened {
+                Ok(watch) => watch
+                    .map(move |event| match event {
+                        Ok(event) => Ok(Arc::new(Cached::new(event))),
+                        Err(e) => Err(ApiError::from_store(e, kind.resource, "").status()),
                     })
-                    .await;
-                match opened {
-                    Ok(watch) => watch
-                        .map(move |event| match event {
-                            Ok(event) => Ok(Arc::new(Cached::new(event))),
-                            Err(e) => Err(ApiError::from_store(e, kind.resource, "").status()),
-                        })
-                        .boxed(),
-                    // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event,
-                    // as upstream answers, so clients relist.
-                    Err(e @ rkube_store::StoreError::Compacted { .. }) => {
-                        let event =
-                            json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()});
-                        return Ok(Response::builder()
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from(format!("{event}\n")))
-                            .expect("static response parts"));
-                    }
-                    Err(e) => return Err(ApiError::from_store(e, kind.resource, "")),
+                    .boxed(),
+                // A watch from a compacted resourceVersion is a 200 with a 410 ERROR event,
+                // as upstream answers, so clients relist.
+                Err(e @ rkube_store::StoreError::Compacted { .. }) => {
+                    let event = json!({"type": "ERROR", "object": ApiError::from_store(e, kind.resource, "").status()});
+                    return Ok(Response::builder()
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(format!("{event}\n")))
+                        .expect("static response parts"));
                 }
+                Err(e) => return Err(ApiError::from_store(e, kind.resource, "")),
             }
-        };
+        }
+    };
     // 0 means the default, as upstream; a day at most keeps the deadline representable.
     let timeout = params
         .timeout_seconds
@@ -356,7 +446,7 @@ pub(super) async fn watch_collection(
     });
     // Asked for as a Table, each event's object is a one-row Table of that object.
     let include = Include::parse(params.include_object.as_deref());
-    let events = futures::stream::iter(initial.into_iter().map(Line::Value))
+    let events = futures::stream::iter(initial)
         .chain(live)
         .map(move |line| {
             let text = match line {

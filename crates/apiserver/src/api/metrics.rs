@@ -36,6 +36,15 @@ struct Histogram {
 struct Recorded {
     totals: BTreeMap<(Labels, u16), u64>,
     durations: BTreeMap<Labels, Histogram>,
+    /// Lists by resource, as served: from the watch cache, or from the store.
+    lists: BTreeMap<(&'static str, ListSource), u64>,
+}
+
+/// Where a list was read from.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum ListSource {
+    Cache,
+    Store,
 }
 
 /// The server's request metrics, shared by every connection.
@@ -57,6 +66,13 @@ impl Metrics {
             if seconds <= upper {
                 *bucket += 1;
             }
+        }
+    }
+
+    /// Counts a list of `resource` served from `source`.
+    pub(super) fn count_list(&self, resource: &'static str, source: ListSource) {
+        if let Ok(mut recorded) = self.0.lock() {
+            *recorded.lists.entry((resource, source)).or_default() += 1;
         }
     }
 
@@ -85,6 +101,19 @@ impl Metrics {
             let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{base},le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{base}}} {}", h.sum);
             let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{base}}} {}", h.count);
+        }
+        // Upstream's names: lists served by the watch cache, and lists that went to storage.
+        for (name, wanted, label, help) in [
+            ("apiserver_cache_list_total", ListSource::Cache, "resource_prefix", "Number of LIST requests served from watch cache"),
+            ("apiserver_storage_list_total", ListSource::Store, "resource", "Number of LIST requests served from storage"),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((resource, source), count) in &recorded.lists {
+                if *source == wanted {
+                    let value = if wanted == ListSource::Cache { format!("/{resource}") } else { (*resource).to_owned() };
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+                }
+            }
         }
         out
     }
@@ -184,5 +213,11 @@ mod tests {
         assert!(text.contains(r#"apiserver_request_total{code="201",component="apiserver",group="",resource="configmaps",scope="namespace",subresource="",verb="POST",version="v1"} 1"#), "{text}");
         assert!(text.contains(r#"verb="POST",version="v1",le="0.005"} 1"#), "{text}");
         assert!(text.contains(r#"verb="POST",version="v1",le="+Inf"} 2"#), "{text}");
+        metrics.count_list("pods", ListSource::Cache);
+        metrics.count_list("pods", ListSource::Cache);
+        metrics.count_list("pods", ListSource::Store);
+        let text = metrics.render();
+        assert!(text.contains("apiserver_cache_list_total{resource_prefix=\"/pods\"} 2\n"), "{text}");
+        assert!(text.contains("apiserver_storage_list_total{resource=\"pods\"} 1\n"), "{text}");
     }
 }

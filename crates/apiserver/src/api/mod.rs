@@ -44,7 +44,7 @@ use deletion::*;
 use kinds::*;
 use objects::*;
 use subresources::*;
-use watchcache::{Cached, Served};
+use watchcache::{Cached, Entry, Freshness, Served};
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
 pub const KUBE_MINOR: &str = "33";

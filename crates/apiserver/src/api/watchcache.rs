@@ -1,14 +1,20 @@
-//! The watch cache: one store watch per kind, shared by every API watch of that kind.
+//! The watch cache: for each kind that is listed or watched, the kind's objects and one store
+//! watch, shared by every API list and watch of that kind.
 //!
 //! Each event is decoded and serialized once, however many clients watch (upstream's
 //! cacher does the same), and a window of recent events lets a watch that starts a little in
 //! the past be served without going back to the store. A watch from before the window, or
 //! one that falls too far behind the live events, is served as upstream serves it: straight
 //! from the store, or ended with a 410 so the client relists.
+//!
+//! Lists are served from the objects the cache holds, as upstream's consistent reads from
+//! cache are: a list that must be current first asks the store for its revision and waits
+//! (asking the store watch for progress) until the cache has caught up with it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rkube_store::ProgressRequester;
 use tokio::sync::broadcast;
 
 use super::*;
@@ -17,6 +23,12 @@ use super::*;
 const WINDOW: usize = 1024;
 /// Events a watcher may fall behind the live stream before it is ended with a 410.
 const LAG: usize = 4096;
+/// How long a list waits for the cache to catch up before it reads the store instead
+/// (upstream's `blockTimeout`).
+const FRESH_WAIT: Duration = Duration::from_secs(3);
+/// Progress events reach watchers (as bookmarks) at most this often, as upstream's cacher
+/// sends them: those that lists ask for are for the cache alone.
+const PROGRESS_BROADCAST: Duration = BOOKMARK_INTERVAL;
 
 /// A store event with its decoded and encoded forms, computed once and shared.
 pub(super) struct Cached {
@@ -74,18 +86,69 @@ impl Cached {
     }
 }
 
-/// The window of one kind and the channel its live events go out on. Events are appended and
-/// sent under the same lock, so a watcher that reads the window and subscribes under it sees
-/// every event exactly once.
+/// One object as the cache holds it.
+pub(super) struct Entry {
+    pub(super) key: String,
+    /// The stored JSON with its resourceVersion spliced in: what a list sends.
+    pub(super) json: Vec<u8>,
+    /// The fields and labels selectors look at, extracted on first use.
+    selectable: OnceLock<Value>,
+}
+
+impl Entry {
+    fn new(kv: &KeyValue) -> Option<Entry> {
+        Some(Entry { key: kv.key.clone(), json: with_revision_bytes(kv).ok()?, selectable: OnceLock::new() })
+    }
+
+    /// The object, parsed.
+    pub(super) fn object(&self) -> Result<Value, ApiError> {
+        serde_json::from_slice(&self.json).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// A small object holding only what a selector of `kind` can match on: the name,
+    /// namespace and labels, and the kind's field labels. Kept, so a selective list of many
+    /// objects parses each one once, not on every list.
+    pub(super) fn selectable(&self, kind: &Kind) -> &Value {
+        self.selectable.get_or_init(|| {
+            let Ok(object) = self.object() else { return Value::Null };
+            let mut out = json!({"metadata": {}});
+            for field in ["metadata.name", "metadata.namespace", "metadata.labels"]
+                .into_iter()
+                .chain(kind.field_labels.iter().map(|f| if *f == "source" { "source.component" } else { f }))
+            {
+                let found = field.split('.').fold(&object, |v, part| &v[part]);
+                if !found.is_null() {
+                    let mut at = &mut out;
+                    for part in field.split('.') {
+                        at = &mut at[part];
+                    }
+                    *at = found.clone();
+                }
+            }
+            out
+        })
+    }
+}
+
+/// The state of one kind and the channel its live events go out on. Events are applied,
+/// appended and sent under the same lock, so a watcher that reads the window (or the objects)
+/// and subscribes under it sees every later event exactly once.
 struct Feed {
     window: VecDeque<Arc<Cached>>,
     /// Every event at or after this revision is in the window or still to come.
     complete_from: i64,
     sender: broadcast::Sender<Arc<Cached>>,
+    /// The kind's objects as of `revision`, by key.
+    objects: BTreeMap<String, Arc<Entry>>,
+    revision: i64,
+    last_progress_broadcast: tokio::time::Instant,
 }
 
 struct KindCache {
     feed: Mutex<Feed>,
+    /// The revision the objects are at, for lists waiting for the cache to catch up.
+    fresh: tokio::sync::watch::Sender<i64>,
+    progress: ProgressRequester,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,11 +158,62 @@ impl Drop for KindCache {
     }
 }
 
-/// The caches of every kind being watched, made on first watch.
+impl KindCache {
+    /// Waits until the objects are at `revision` or later; false if that takes too long.
+    async fn caught_up(&self, revision: i64) -> bool {
+        let mut fresh = self.fresh.subscribe();
+        if *fresh.borrow_and_update() >= revision {
+            return true;
+        }
+        self.progress.request();
+        matches!(tokio::time::timeout(FRESH_WAIT, fresh.wait_for(|r| *r >= revision)).await, Ok(Ok(_)))
+    }
+
+    /// Applies one store event and sends it to watchers; the revision the objects are now at.
+    fn apply(&self, event: WatchEvent) -> Option<i64> {
+        let mut feed = self.feed.lock().ok()?;
+        let revision = event.revision();
+        match &event {
+            WatchEvent::Put { kv, .. } => {
+                if let Some(entry) = Entry::new(kv) {
+                    feed.objects.insert(kv.key.clone(), Arc::new(entry));
+                }
+            }
+            WatchEvent::Delete { key, .. } => {
+                feed.objects.remove(key);
+            }
+            WatchEvent::Progress { .. } => {}
+        }
+        feed.revision = feed.revision.max(revision);
+        let cached = Arc::new(Cached::new(event));
+        if matches!(cached.event, WatchEvent::Progress { .. }) {
+            let now = tokio::time::Instant::now();
+            if now.duration_since(feed.last_progress_broadcast) < PROGRESS_BROADCAST {
+                return Some(feed.revision);
+            }
+            feed.last_progress_broadcast = now;
+        } else {
+            if feed.window.len() == WINDOW
+                && let Some(oldest) = feed.window.pop_front()
+            {
+                feed.complete_from = oldest.event.revision() + 1;
+            }
+            feed.window.push_back(cached.clone());
+        }
+        // No receivers is fine: the window still serves the next watch.
+        let _ = feed.sender.send(cached);
+        Some(feed.revision)
+    }
+}
+
+/// The caches of every kind listed or watched, made on first use.
 #[derive(Clone, Default)]
 pub struct WatchCache {
-    kinds: Arc<Mutex<HashMap<&'static str, Arc<KindCache>>>>,
+    kinds: Arc<Mutex<HashMap<&'static str, Slot>>>,
 }
+
+/// Where a kind's cache is made once, by whichever request comes first.
+type Slot = Arc<tokio::sync::OnceCell<Arc<KindCache>>>;
 
 /// What a cached watch yields: events, or the end of a watcher that fell too far behind.
 pub(super) enum Served {
@@ -107,7 +221,83 @@ pub(super) enum Served {
     TooSlow,
 }
 
+/// A list read from the cache: objects in key order, and the revision they are all at.
+pub(super) struct Listing {
+    pub(super) revision: i64,
+    pub(super) entries: Vec<Arc<Entry>>,
+    /// Whether objects under the prefix follow the last of `entries`.
+    pub(super) more: bool,
+}
+
+/// How current a read from the cache must be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Freshness {
+    /// Whatever the cache holds (`resourceVersion=0`).
+    Any,
+    /// At this revision or later.
+    AtLeast(i64),
+}
+
 impl WatchCache {
+    /// The objects under `prefix`, at most `take` of them (all if `None`), if the cache can
+    /// serve them as fresh as asked; `None` means the caller should read the store.
+    pub(super) async fn list(
+        &self,
+        store: &Store,
+        kind: &'static Kind,
+        prefix: &str,
+        freshness: Freshness,
+        take: Option<usize>,
+    ) -> Option<Listing> {
+        let cache = self.get_or_start(store, kind).await?;
+        if let Freshness::AtLeast(revision) = freshness
+            && !cache.caught_up(revision).await
+        {
+            return None;
+        }
+        let feed = cache.feed.lock().ok()?;
+        let mut under = feed
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, entry)| entry.clone());
+        let entries: Vec<Arc<Entry>> = match take {
+            Some(n) => under.by_ref().take(n).collect(),
+            None => under.by_ref().collect(),
+        };
+        let more = under.next().is_some();
+        Some(Listing { revision: feed.revision, entries, more })
+    }
+
+    /// The objects under `prefix` as of a revision, and every event after it: what a watch
+    /// without a resourceVersion starts with. `None` means the caller should use the store.
+    pub(super) async fn watch_with_state(
+        &self,
+        store: &Store,
+        kind: &'static Kind,
+        prefix: String,
+        freshness: Freshness,
+    ) -> Option<(Listing, impl futures::Stream<Item = Served> + Send + 'static)> {
+        let cache = self.get_or_start(store, kind).await?;
+        if let Freshness::AtLeast(revision) = freshness
+            && !cache.caught_up(revision).await
+        {
+            return None;
+        }
+        let (listing, receiver) = {
+            let feed = cache.feed.lock().ok()?;
+            let entries = feed
+                .objects
+                .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(_, entry)| entry.clone())
+                .collect();
+            (Listing { revision: feed.revision, entries, more: false }, feed.sender.subscribe())
+        };
+        let from = listing.revision + 1;
+        Some((listing, served(prefix, from, Vec::new(), receiver)))
+    }
+
     /// Events under `prefix` from `start_revision` on, if the cache can serve them; `None`
     /// means the caller should watch the store itself.
     pub(super) async fn watch(
@@ -117,7 +307,7 @@ impl WatchCache {
         prefix: String,
         start_revision: i64,
     ) -> Option<impl futures::Stream<Item = Served> + Send + 'static> {
-        let cache = self.get_or_start(store, kind, start_revision).await?;
+        let cache = self.get_or_start(store, kind).await?;
         let (replay, receiver) = {
             let feed = cache.feed.lock().ok()?;
             if start_revision < feed.complete_from {
@@ -127,82 +317,100 @@ impl WatchCache {
                 feed.window.iter().filter(|c| c.event.revision() >= start_revision).cloned().collect();
             (replay, feed.sender.subscribe())
         };
-        let keep = move |c: &Arc<Cached>| match &c.event {
-            WatchEvent::Put { kv, .. } => kv.key.starts_with(&prefix),
-            WatchEvent::Delete { key, .. } => key.starts_with(&prefix),
-            WatchEvent::Progress { .. } => true,
-        };
-        let keep_live = keep.clone();
-        let live = tokio_stream::wrappers::BroadcastStream::new(receiver)
-            .map(|received| match received {
-                Ok(cached) => Served::Event(cached),
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(_)) => Served::TooSlow,
-            })
-            .filter(move |served| {
-                std::future::ready(match served {
-                    Served::Event(c) => keep_live(c),
-                    Served::TooSlow => true,
-                })
-            });
-        let replayed = futures::stream::iter(replay.into_iter().filter(keep).map(Served::Event));
-        // A watcher that lagged is told once, then its stream ends.
-        let mut ended = false;
-        Some(replayed.chain(live).take_while(move |served| {
-            let go = !ended;
-            ended |= matches!(served, Served::TooSlow);
-            std::future::ready(go)
-        }))
+        Some(served(prefix, start_revision, replay, receiver))
     }
 
-    async fn get_or_start(&self, store: &Store, kind: &'static Kind, start_revision: i64) -> Option<Arc<KindCache>> {
-        if let Some(cache) = self.kinds.lock().ok()?.get(kind.plural) {
-            return Some(cache.clone());
-        }
-        // The first watch of a kind starts the cache where that watch starts, so it is served
-        // too; the store replays what it holds since then.
+    /// The cache of `kind`, started on first use: a list of all its objects, then a store
+    /// watch from just after that list.
+    async fn get_or_start(&self, store: &Store, kind: &'static Kind) -> Option<Arc<KindCache>> {
+        let cell = self.kinds.lock().ok()?.entry(kind.plural).or_default().clone();
+        // One request starts it; others of the same kind wait for that rather than listing too.
+        let cache = cell.get_or_try_init(|| self.start(store, kind, cell.clone())).await.ok()?;
+        Some(cache.clone())
+    }
+
+    async fn start(
+        &self,
+        store: &Store,
+        kind: &'static Kind,
+        cell: Slot,
+    ) -> Result<Arc<KindCache>, ()> {
+        let prefix = format!("/registry/{}/", kind.plural);
+        let page = store.list(&ListOptions { prefix: prefix.clone(), ..Default::default() }).await.map_err(|_| ())?;
         let watch = store
-            .watch(WatchOptions {
-                prefix: format!("/registry/{}/", kind.plural),
-                start_revision,
-                progress_interval: Some(BOOKMARK_INTERVAL),
-            })
+            .watch(WatchOptions { prefix, start_revision: page.revision + 1, progress_interval: Some(BOOKMARK_INTERVAL) })
             .await
-            .ok()?;
+            .map_err(|_| ())?;
+        let objects: BTreeMap<String, Arc<Entry>> =
+            page.items.iter().filter_map(|kv| Some((kv.key.clone(), Arc::new(Entry::new(kv)?)))).collect();
         let (sender, _) = broadcast::channel(LAG);
-        let feed = Mutex::new(Feed { window: VecDeque::with_capacity(WINDOW), complete_from: start_revision, sender });
+        let feed = Mutex::new(Feed {
+            window: VecDeque::with_capacity(WINDOW),
+            complete_from: page.revision + 1,
+            sender,
+            objects,
+            revision: page.revision,
+            last_progress_broadcast: tokio::time::Instant::now(),
+        });
+        let (fresh, _) = tokio::sync::watch::channel(page.revision);
+        let progress = watch.progress_requester();
         let kinds = self.kinds.clone();
-        let cache = Arc::new_cyclic(|weak: &std::sync::Weak<KindCache>| {
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<KindCache>| {
             let weak = weak.clone();
             let task = tokio::spawn(async move {
                 let mut watch = watch;
                 while let Some(event) = watch.next().await {
                     let Some(cache) = weak.upgrade() else { return };
                     let Ok(event) = event else { break };
-                    let Ok(mut feed) = cache.feed.lock() else { break };
-                    let cached = Arc::new(Cached::new(event));
-                    if !matches!(cached.event, WatchEvent::Progress { .. }) {
-                        if feed.window.len() == WINDOW
-                            && let Some(oldest) = feed.window.pop_front()
-                        {
-                            feed.complete_from = oldest.event.revision() + 1;
-                        }
-                        feed.window.push_back(cached.clone());
-                    }
-                    // No receivers is fine: the window still serves the next watch.
-                    let _ = feed.sender.send(cached);
+                    let Some(revision) = cache.apply(event) else { break };
+                    cache.fresh.send_replace(revision);
                 }
                 // The store watch ended (compaction, shutdown): forget this cache, so the next
-                // watch starts a fresh one; its watchers see their stream end and re-watch.
+                // request starts a fresh one; its watchers see their stream end and re-watch.
                 if let Ok(mut kinds) = kinds.lock()
-                    && kinds.get(kind.plural).is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), weak.as_ptr()))
+                    && kinds.get(kind.plural).is_some_and(|c| Arc::ptr_eq(c, &cell))
                 {
                     kinds.remove(kind.plural);
                 }
             });
-            KindCache { feed, task }
-        });
-        let mut kinds = self.kinds.lock().ok()?;
-        // Another watch may have started one meanwhile; keep the first.
-        Some(kinds.entry(kind.plural).or_insert(cache).clone())
+            KindCache { feed, fresh, progress, task }
+        }))
     }
+}
+
+/// A watcher's stream: the replayed events, then the live ones, all from `from` on and under
+/// `prefix`; it ends after telling a watcher that fell too far behind.
+fn served(
+    prefix: String,
+    from: i64,
+    replay: Vec<Arc<Cached>>,
+    receiver: broadcast::Receiver<Arc<Cached>>,
+) -> impl futures::Stream<Item = Served> + Send + 'static {
+    let keep = move |c: &Arc<Cached>| {
+        c.event.revision() >= from
+            && match &c.event {
+                WatchEvent::Put { kv, .. } => kv.key.starts_with(&prefix),
+                WatchEvent::Delete { key, .. } => key.starts_with(&prefix),
+                WatchEvent::Progress { .. } => true,
+            }
+    };
+    let keep_live = keep.clone();
+    let live = tokio_stream::wrappers::BroadcastStream::new(receiver)
+        .map(|received| match received {
+            Ok(cached) => Served::Event(cached),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(_)) => Served::TooSlow,
+        })
+        .filter(move |served| {
+            std::future::ready(match served {
+                Served::Event(c) => keep_live(c),
+                Served::TooSlow => true,
+            })
+        });
+    let replayed = futures::stream::iter(replay.into_iter().filter(keep).map(Served::Event));
+    let mut ended = false;
+    replayed.chain(live).take_while(move |served| {
+        let go = !ended;
+        ended |= matches!(served, Served::TooSlow);
+        std::future::ready(go)
+    })
 }
