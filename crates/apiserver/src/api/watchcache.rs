@@ -354,12 +354,12 @@ impl WatchCache {
         });
         let (fresh, _) = tokio::sync::watch::channel(page.revision);
         let progress = watch.progress_requester();
+        let mut events = lagged(watch);
         let kinds = self.kinds.clone();
         Ok(Arc::new_cyclic(|weak: &std::sync::Weak<KindCache>| {
             let weak = weak.clone();
             let task = tokio::spawn(async move {
-                let mut watch = watch;
-                while let Some(event) = watch.next().await {
+                while let Some(event) = events.next().await {
                     let Some(cache) = weak.upgrade() else { return };
                     let Ok(event) = event else { break };
                     let Some(revision) = cache.apply(event) else { break };
@@ -376,6 +376,28 @@ impl WatchCache {
             KindCache { feed, fresh, progress, task }
         }))
     }
+}
+
+/// The store watch's events, each held back by `RKUBE_WATCH_CACHE_LAG_MS` if that is set: a
+/// fault injected by tests, so that a cache behind the store is seen, not just possible.
+fn lagged(watch: rkube_store::Watch) -> futures::stream::BoxStream<'static, rkube_store::Result<WatchEvent>> {
+    let lag = std::env::var("RKUBE_WATCH_CACHE_LAG_MS").ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis);
+    let Some(lag) = lag else { return watch.boxed() };
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut watch = watch;
+        while let Some(event) = watch.next().await {
+            if sender.send((tokio::time::Instant::now() + lag, event)).is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(receiver)
+        .then(|(due, event)| async move {
+            tokio::time::sleep_until(due).await;
+            event
+        })
+        .boxed()
 }
 
 /// A watcher's stream: the replayed events, then the live ones, all from `from` on and under

@@ -94,15 +94,34 @@ impl ServerProcess {
         ServerProcess::spawn_at(data_dir, bind, flags, None)
     }
 
+    /// A control plane without a node agent, with extra environment variables (fault
+    /// injection such as `RKUBE_WATCH_CACHE_LAG_MS`).
+    pub fn start_with_env(data_dir: &Path, flags: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+        let mut flags = flags.to_vec();
+        flags.push("--no-agent");
+        ServerProcess::spawn_env(data_dir, "127.0.0.1:0", &flags, None, envs)
+    }
+
     fn spawn(data_dir: &Path, flags: &[&str], node: Option<CidrLease>) -> ServerProcess {
         ServerProcess::spawn_at(data_dir, "127.0.0.1:0", flags, node)
     }
 
     fn spawn_at(data_dir: &Path, bind: &str, flags: &[&str], node: Option<CidrLease>) -> ServerProcess {
+        ServerProcess::spawn_env(data_dir, bind, flags, node, &[])
+    }
+
+    fn spawn_env(
+        data_dir: &Path,
+        bind: &str,
+        flags: &[&str],
+        node: Option<CidrLease>,
+        envs: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
             .args(["server", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .args(flags)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
