@@ -629,4 +629,90 @@ fn resource_quotas_refuse_what_would_exceed_them() {
         || server.kubectl(KUBECTL, &["apply", "-f", file.to_str().unwrap()]).status.success(),
         |ok| *ok,
     );
+
+    // Creates racing for the last units: exactly the quota's worth get in.
+    server.ok(KUBECTL, &["create", "namespace", "race"]);
+    server.ok(KUBECTL, &["-n", "race", "create", "quota", "count", "--hard=pods=3"]);
+    let created = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    let name = format!("r{i}");
+                    server.kubectl(KUBECTL, &["-n", "race", "run", &name, "--image=busybox", "--restart=Never"]).status.success()
+                })
+            })
+            .collect();
+        racers.into_iter().filter(|r| r.join().unwrap()).count()
+    });
+    assert_eq!(created, 3);
+    assert_eq!(json(&server, &["-n", "race", "get", "pods"])["items"].as_array().unwrap().len(), 3);
+}
+
+/// PriorityClasses set pods' priorities at admission, and a pod that fits nowhere preempts
+/// lower-priority pods: the fewest needed, on the node where they matter least. The victims
+/// get upstream's condition and event, the preemptor is nominated to their node and runs
+/// there once they are gone, and a pod of no higher priority does not take its place.
+#[test]
+fn higher_priority_pods_preempt_lower_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &["--simulated-nodes", "2", "--simulated-node-capacity", "cpu=2,memory=8Gi,pods=20"],
+    );
+    // The built-in classes exist; a made-up one is refused; a number given by hand is refused.
+    let classes = server.ok(KUBECTL, &["get", "priorityclasses"]);
+    assert!(classes.contains("system-node-critical") && classes.contains("2000001000"), "{classes}");
+    let manifest = |name: &str, class: &str, cpu: &str| {
+        let class = if class.is_empty() { String::new() } else { format!("  priorityClassName: {class}\n") };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{test: preempt}}}}\nspec:\n{class}  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n    resources: {{requests: {{cpu: {cpu}}}}}\n"
+        )
+    };
+    let file = dir.path().join("nope.yaml");
+    std::fs::write(&file, manifest("nope", "made-up", "1")).unwrap();
+    let err = server.fails(KUBECTL, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(err.contains(r#"pods "nope" is forbidden: no PriorityClass with name made-up was found"#), "{err}");
+    std::fs::write(&file, manifest("nope", "", "1").replace("spec:\n", "spec:\n  priority: 7\n")).unwrap();
+    let err = server.fails(KUBECTL, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(err.contains("the integer value of priority (7) must not be provided in pod spec"), "{err}");
+
+    server.ok(KUBECTL, &["create", "priorityclass", "low", "--value=10"]);
+    server.ok(KUBECTL, &["create", "priorityclass", "mid", "--value=50"]);
+    server.ok(KUBECTL, &["create", "priorityclass", "high", "--value=1000"]);
+    server.ok(KUBECTL, &["create", "priorityclass", "high-polite", "--value=1000", "--preemption-policy=Never"]);
+    // Fill both 2-CPU nodes: one with low and mid pods, the other with mid pods.
+    for (name, class) in [("low-1", "low"), ("mid-1", "mid"), ("mid-2", "mid"), ("mid-3", "mid")] {
+        apply(&server, dir.path(), name, &manifest(name, class, "1"));
+        eventually(Duration::from_secs(20), || pods(&server, "test=preempt"), |p| {
+            p.iter().all(|(phase, _)| phase == "Running")
+        });
+    }
+    let low_1 = json(&server, &["get", "pod", "low-1"]);
+    assert_eq!(low_1["spec"]["priority"], 10);
+    assert_eq!(low_1["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    let low_node = low_1["spec"]["nodeName"].as_str().unwrap().to_owned();
+
+    // `Never` waits rather than preempting.
+    apply(&server, dir.path(), "polite", &manifest("polite", "high-polite", "1"));
+    std::thread::sleep(Duration::from_secs(2));
+    let polite = json(&server, &["get", "pod", "polite"]);
+    assert!(polite["spec"]["nodeName"].is_null(), "{polite}");
+    assert!(polite["status"]["nominatedNodeName"].is_null(), "{polite}");
+    server.ok(KUBECTL, &["delete", "pod", "polite"]);
+
+    // The high pod takes low-1's place: one victim, the least important.
+    apply(&server, dir.path(), "high", &manifest("high", "high", "1"));
+    let placed = eventually(
+        Duration::from_secs(30),
+        || json(&server, &["get", "pod", "high"]),
+        |p| p["status"]["phase"] == "Running",
+    );
+    assert_eq!(placed["spec"]["nodeName"].as_str(), Some(low_node.as_str()), "{placed}");
+    assert!(server.kubectl(KUBECTL, &["get", "pod", "low-1"]).stderr.starts_with(b"Error from server (NotFound)"));
+    let survivors: Vec<String> =
+        json(&server, &["get", "pods"])["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(survivors, ["high", "mid-1", "mid-2", "mid-3"]);
+    let events = server.ok(KUBECTL, &["get", "events", "--field-selector", "reason=Preempted"]);
+    assert!(events.contains("pod/low-1") && events.contains(&format!("on node {low_node}")), "{events}");
 }

@@ -31,6 +31,7 @@ pub mod nodeproxy;
 mod objects;
 mod openapi;
 mod printers;
+mod priority;
 mod quota;
 pub mod services;
 mod subresources;
@@ -55,6 +56,7 @@ pub struct State {
     services: services::Ranges,
     metrics: metrics::Metrics,
     watches: watchcache::WatchCache,
+    quota_locks: quota::Locks,
     /// For the pods' log subresource; None where no node agent can be reached.
     kubelet: Option<nodeproxy::KubeletClient>,
 }
@@ -66,6 +68,7 @@ impl State {
             services: services::Ranges::new(service_cidr),
             metrics: metrics::Metrics::default(),
             watches: watchcache::WatchCache::default(),
+            quota_locks: quota::Locks::default(),
             kubelet,
         }
     }
@@ -80,7 +83,8 @@ impl axum::extract::FromRef<State> for metrics::Metrics {
 /// The namespaces every cluster has.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Creates what every cluster has: the system namespaces and the `kubernetes` service.
+/// Creates what every cluster has: the system namespaces, the system priority classes and the
+/// `kubernetes` service.
 pub async fn ensure_system_objects(state: &State, port: u16) -> Result<(), crate::Error> {
     let failed =
         |what: &str, e: ApiError| crate::Error::Bootstrap(format!("cannot create {what}: {}", e.status()["message"]));
@@ -89,6 +93,17 @@ pub async fn ensure_system_objects(state: &State, port: u16) -> Result<(), crate
         match create_object(state, kinds::core("namespaces"), None, object, false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(failed(&format!("namespace {name}"), e)),
+        }
+    }
+    for (name, value, description) in priority::SYSTEM_CLASSES {
+        let class = json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description,
+        });
+        let kind = kinds::find("scheduling.k8s.io", "v1", "priorityclasses").map_err(|e| failed("priority classes", e))?;
+        match create_object(state, kind, None, class, false).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(failed(&format!("priority class {name}"), e)),
         }
     }
     let service = json!({

@@ -316,9 +316,13 @@ pub(super) async fn create_object(
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
     invalid(kind, &object, (kind.validate)(&object))?;
-    if let Some(ns) = namespace {
-        super::quota::admit(state, kind, ns, &name, &object).await?;
+    if kind.plural == "pods" && kind.group.is_empty() {
+        super::priority::admit(state, &name, &mut object).await?;
     }
+    let _admitted = match namespace {
+        Some(ns) => super::quota::admit(state, kind, ns, &name, &object).await?,
+        None => None,
+    };
     let key = object_key(kind, namespace, &name);
     // A dry run, or a write that allocates (a service's IP), first checks the name is free,
     // so re-creating an object says AlreadyExists rather than that its IP is taken.

@@ -1,10 +1,11 @@
 //! ResourceQuota admission, as upstream's: a create that would take its namespace past a
 //! quota's hard limits is refused with 403 and the quota's arithmetic. Usage is counted from
-//! the store at admission, so it never trails the quota controller's `status.used`. Not yet
-//! atomic: two creates racing for the last unit can both pass (upstream reserves through the
-//! quota object).
+//! the store at admission, so it never trails the quota controller's `status.used`. Creates a
+//! quota limits are admitted one at a time per namespace, from the count through the store
+//! write, so two racing for the last unit cannot both pass. That holds within one API server;
+//! servers sharing an etcd do not share the lock (upstream reserves through the quota object).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 
@@ -84,24 +85,43 @@ fn show(resource: &str, n: i64) -> String {
     n.to_string()
 }
 
-/// Refuses `object` if creating it would exceed a quota in `namespace`.
+/// Held by a create that a quota limits until its object is written.
+pub(super) type Admitted = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+/// One lock per namespace that has quotas, taken by the creates they limit.
+#[derive(Clone, Default)]
+pub(super) struct Locks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl Locks {
+    async fn take(&self, namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(namespace.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Refuses `object` if creating it would exceed a quota in `namespace`. The returned guard,
+/// if any, must be held until the object is written (or the write fails).
 pub(super) async fn admit(
     state: &State,
     kind: &Kind,
     namespace: &str,
     name: &str,
     object: &Value,
-) -> Result<(), ApiError> {
+) -> Result<Admitted, ApiError> {
     let quotas_kind = kinds::core("resourcequotas");
     let options = ListOptions { prefix: collection_prefix(quotas_kind, Some(namespace)), ..Default::default() };
     let quotas = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, "resourcequotas", ""))?;
     if quotas.items.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let wanted = usage(kind, object);
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    let mut guard = None;
     // What the namespace already uses, counted once, only if some quota limits it.
     let mut current: Option<BTreeMap<String, i64>> = None;
     for kv in &quotas.items {
@@ -113,6 +133,7 @@ pub(super) async fn admit(
             continue;
         }
         if current.is_none() {
+            guard = Some(state.quota_locks.take(namespace).await);
             let options = ListOptions { prefix: collection_prefix(kind, Some(namespace)), ..Default::default() };
             let page = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, kind.resource, ""))?;
             let mut sum = BTreeMap::new();
@@ -146,7 +167,7 @@ pub(super) async fn admit(
         );
         return Err(ApiError::Forbidden { resource: kind.resource, name: name.to_owned(), message });
     }
-    Ok(())
+    Ok(guard)
 }
 
 #[cfg(test)]

@@ -175,6 +175,11 @@ impl Profile {
         self.reserve(&state, pod, chosen)
     }
 
+    /// The enabled plugins, in order.
+    pub(super) fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+
     fn reserve(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<String, FitError> {
         for p in &self.plugins {
             let vetoes = [

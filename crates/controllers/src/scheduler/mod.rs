@@ -11,6 +11,7 @@ pub mod cycle;
 pub mod framework;
 pub mod index;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,10 @@ struct Cache {
     nodes: HashMap<String, Slot>,
     /// Pod uid → node, for pods bound or assumed.
     placed: HashMap<String, String>,
+    /// Pending pods that preempted others, by uid, with the node they wait for. Their
+    /// requests count on that node for pods of no higher priority, so the room freed for
+    /// them is not taken (upstream's nominated pods).
+    nominated: HashMap<String, (String, Arc<PodInfo>)>,
     index: index::AffinityIndex,
 }
 
@@ -61,6 +66,7 @@ impl Cache {
 
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.forget(&pod.uid);
+        self.nominated.remove(&pod.uid);
         self.placed.insert(pod.uid.clone(), node.to_owned());
         self.index.add(&pod, node);
         self.slot(node).info.add_pod(pod);
@@ -251,7 +257,9 @@ async fn watch_pods(client: &Client, shared: &Shared) {
             }
             Event::Delete(pod) => {
                 queue.remove(&format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
-                cache.forget(&pod.uid().unwrap_or_default())
+                let uid = pod.uid().unwrap_or_default();
+                cache.nominated.remove(&uid);
+                cache.forget(&uid)
             }
             Event::InitDone => {
                 // Pods deleted while the watch was down.
@@ -288,8 +296,13 @@ fn apply_pod(cache: &mut Cache, queue: &mut Queue, pod: Pod) -> bool {
     // An unbound pod the scheduler already placed is a late event from before its binding.
     if pod.metadata.deletion_timestamp.is_some() || !ours(pod) || cache.placed.contains_key(&info.uid) {
         queue.remove(&key);
+        cache.nominated.remove(&info.uid);
         return false;
     }
+    match pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty()) {
+        Some(node) => cache.nominated.insert(info.uid.clone(), (node.to_owned(), info.clone())),
+        None => cache.nominated.remove(&info.uid),
+    };
     queue.add_or_update(info);
     false
 }
@@ -320,12 +333,20 @@ fn schedule_loop(
                     .unwrap_or_else(|e| e.into_inner().0);
             }
         };
-        let result = {
+        let (result, preemption) = {
             let cache = lock(&shared.cache);
-            let lookup = |name: &str| cache.nodes.get(name).filter(|s| s.exists).map(|s| &s.info);
-            let snapshot = Snapshot::new(cache.nodes.values().filter(|s| s.exists).map(|s| &s.info).collect())
+            let overlays = nominated_overlays(&cache, &pod);
+            let lookup = |name: &str| cache.nodes.get(name).filter(|s| s.exists).map(|s| with_nominated(&overlays, s));
+            let snapshot = Snapshot::new(
+                cache.nodes.values().filter(|s| s.exists).map(|s| with_nominated(&overlays, s)).collect(),
+            )
                 .with_index(&cache.index, &lookup);
-            profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n))
+            let result = profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n));
+            let preemption = match &result {
+                Err(error) if error.resolvable => profile.preempt(&pod, &snapshot),
+                _ => None,
+            };
+            (result, preemption)
         };
         match result {
             Ok(node) => {
@@ -341,6 +362,11 @@ fn schedule_loop(
                 });
             }
             Err(error) => {
+                if let Some(preemption) = preemption {
+                    lock(&shared.cache).nominated.insert(pod.uid.clone(), (preemption.node.clone(), pod.clone()));
+                    let (client, recorder, pod) = (client.clone(), recorder.clone(), pod.clone());
+                    runtime.spawn(async move { preempt(&client, &recorder, &pod, preemption).await });
+                }
                 let message = error.message();
                 let news = lock(&shared.queue).unschedulable(&pod.key(), &message, Instant::now());
                 if news {
@@ -381,6 +407,59 @@ async fn bind(shared: &Shared, client: &Client, recorder: &Recorder, pod: &PodIn
             let mut queue = lock(&shared.queue);
             queue.retry_later(&key, Instant::now());
             queue.cluster_changed();
+        }
+    }
+}
+
+/// The nodes that pods nominated there weigh on for `pod`: each node with a nominated pod of
+/// at least `pod`'s priority (other than `pod`), with those pods added.
+fn nominated_overlays<'a>(cache: &'a Cache, pod: &PodInfo) -> HashMap<&'a str, NodeInfo> {
+    let mut overlays: HashMap<&str, NodeInfo> = HashMap::new();
+    for (uid, (node, nominee)) in &cache.nominated {
+        if *uid == pod.uid || nominee.priority < pod.priority {
+            continue;
+        }
+        let Some(slot) = cache.nodes.get(node).filter(|s| s.exists) else { continue };
+        overlays.entry(slot.info.name.as_str()).or_insert_with(|| slot.info.clone()).add_pod(nominee.clone());
+    }
+    overlays
+}
+
+/// The node as a cycle sees it: with the pods nominated to it, if they count.
+fn with_nominated<'a>(overlays: &'a HashMap<&str, NodeInfo>, slot: &'a Slot) -> &'a NodeInfo {
+    overlays.get(slot.info.name.as_str()).unwrap_or(&slot.info)
+}
+
+/// Nominates the node for the pod, then evicts the victims as upstream does: each gets a
+/// DisruptionTarget condition, a `Preempted` event, and a graceful delete.
+async fn preempt(client: &Client, recorder: &Recorder, pod: &PodInfo, preemption: preemption::Preemption) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    let patch = json!({"status": {"nominatedNodeName": preemption.node}});
+    if let Err(e) = pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        tracing::debug!("pod {}: nomination not written: {e}", pod.key());
+    }
+    for victim in &preemption.victims {
+        let victims: Api<Pod> = Api::namespaced(client.clone(), &victim.namespace);
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let condition = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": format!("{NAME}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": now,
+        }]}});
+        if let Err(e) = victims.patch_status(&victim.name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+            tracing::debug!("victim {}: condition not written: {e}", victim.key());
+        }
+        recorder.record(
+            victim.pod.as_ref(),
+            Type::Normal,
+            "Preempted",
+            "Preempting",
+            format!("Preempted by pod {} on node {}", pod.uid, preemption.node),
+        );
+        match victims.delete(&victim.name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::debug!("victim {}: not deleted: {e}", victim.key()),
         }
     }
 }

@@ -34,6 +34,12 @@ struct Figures {
     list_10k_ms: f64,
     /// The same list decoded into typed `Pod`s by the kube client, as a controller sees it.
     list_10k_typed_ms: f64,
+    /// The same list read from the store rather than the watch cache
+    /// (`resourceVersionMatch=Exact`), side by side.
+    list_10k_store_ms: f64,
+    /// One pod picked out of the 10,000 by a field selector, from the cache and from the store.
+    list_selective_ms: f64,
+    list_selective_store_ms: f64,
     /// With every watcher open, the delay from a write to its event at each watcher.
     watch_fanout_p50_ms: f64,
     watch_fanout_p99_ms: f64,
@@ -61,7 +67,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let client = server.client().await?;
     (f.creates_per_s, f.create_p50_ms, f.create_p99_ms) = creates(&client, Duration::from_secs(args.seconds)).await?;
-    (f.list_10k_ms, f.list_10k_typed_ms) = list_10k(&client).await?;
+    [f.list_10k_ms, f.list_10k_typed_ms, f.list_10k_store_ms, f.list_selective_ms, f.list_selective_store_ms] =
+        list_10k(&client).await?;
     (f.watch_fanout_p50_ms, f.watch_fanout_p99_ms) = fanout(&server, args.watchers).await?;
     f.loaded_rss_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
     server.stop();
@@ -75,6 +82,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ("  create p99 ms", f.create_p99_ms, "< 50"),
             ("list 10k pods ms", f.list_10k_ms, "< 200"),
             ("  and typed by the client ms", f.list_10k_typed_ms, ""),
+            ("  from the store, not the cache ms", f.list_10k_store_ms, ""),
+            ("1 of 10k by field selector ms", f.list_selective_ms, ""),
+            ("  from the store, not the cache ms", f.list_selective_store_ms, ""),
             ("watch fan-out p50 ms", f.watch_fanout_p50_ms, ""),
             ("watch fan-out p99 ms", f.watch_fanout_p99_ms, "< 100"),
             ("cold start ms", f.cold_start_ms, "< 200"),
@@ -137,8 +147,9 @@ async fn creates(client: &kube::Client, phase: Duration) -> anyhow::Result<(f64,
     Ok((rate, percentile_ms(&all, 50.0), percentile_ms(&all, 99.0)))
 }
 
-/// Returns the median list time to the last byte, and with typed decoding in the client.
-async fn list_10k(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
+/// Returns median list times: to the last byte from the watch cache, typed by the client,
+/// from the store, and one pod by field selector from the cache and from the store.
+async fn list_10k(client: &kube::Client) -> anyhow::Result<[f64; 5]> {
     namespace(client, "bench-list").await?;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -154,15 +165,27 @@ async fn list_10k(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
     for t in tasks {
         t.await??;
     }
-    let mut raw = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        let request = http::Request::get("/api/v1/namespaces/bench-list/pods").body(Vec::new())?;
-        let text = client.request_text(request).await?;
-        anyhow::ensure!(text.len() > LIST_OBJECTS * 100, "a short list: {} bytes", text.len());
-        raw.push(t.elapsed());
-    }
     let api: Api<Pod> = Api::namespaced(client.clone(), "bench-list");
+    let revision = api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    let exact = format!("resourceVersion={revision}&resourceVersionMatch=Exact");
+    let path = "/api/v1/namespaces/bench-list/pods";
+    let selective = "fieldSelector=metadata.name%3Dl00042";
+    let timed_raw = |query: String, at_least: usize| async move {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let request = http::Request::get(format!("{path}?{query}")).body(Vec::new())?;
+            let text = client.request_text(request).await?;
+            anyhow::ensure!(text.len() >= at_least, "a short list: {} bytes", text.len());
+            times.push(t.elapsed());
+        }
+        times.sort();
+        anyhow::Ok(percentile_ms(&times, 50.0))
+    };
+    let from_cache = timed_raw(String::new(), LIST_OBJECTS * 100).await?;
+    let from_store = timed_raw(exact.clone(), LIST_OBJECTS * 100).await?;
+    let selective_cache = timed_raw(selective.to_owned(), 500).await?;
+    let selective_store = timed_raw(format!("{selective}&{exact}"), 500).await?;
     let mut typed = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -170,9 +193,8 @@ async fn list_10k(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
         anyhow::ensure!(list.items.len() == LIST_OBJECTS, "listed {} objects", list.items.len());
         typed.push(t.elapsed());
     }
-    raw.sort();
     typed.sort();
-    Ok((percentile_ms(&raw, 50.0), percentile_ms(&typed, 50.0)))
+    Ok([from_cache, percentile_ms(&typed, 50.0), from_store, selective_cache, selective_store])
 }
 
 /// Opens `watchers` watches, then writes one object at a time; every watcher notes when each

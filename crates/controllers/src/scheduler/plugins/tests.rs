@@ -262,3 +262,76 @@ fn large_clusters_are_sampled_as_upstream() {
     }
     assert!(chosen.len() > 1, "{chosen:?}");
 }
+
+fn prioritized(name: &str, cpu: &str, priority: i32, extra: Value) -> PodInfo {
+    let mut spec = json!({"priority": priority,
+        "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}]});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    pod(name, spec)
+}
+
+#[test]
+fn preemption_evicts_the_fewest_least_important_pods() {
+    // Two 2-CPU nodes, full. The pod needs 1 CPU at priority 100.
+    let mut a = node("a", json!({}), json!({}));
+    a.add_pod(Arc::new(prioritized("a-low", "1", 10, json!({}))));
+    a.add_pod(Arc::new(prioritized("a-mid", "1", 50, json!({}))));
+    let mut b = node("b", json!({}), json!({}));
+    b.add_pod(Arc::new(prioritized("b-high", "1", 1000, json!({}))));
+    b.add_pod(Arc::new(prioritized("b-low", "1", 5, json!({}))));
+    let incoming = prioritized("new", "1", 100, json!({}));
+    let profile = Profile::default_profile();
+    let snapshot = Snapshot::new(vec![&a, &b]);
+    let error = profile.schedule(&incoming, &snapshot, |_| 0).unwrap_err();
+    assert!(error.resolvable, "{error:?}");
+    // On a, evicting a-low (10) suffices and a-mid is reprieved; on b, b-low (5) suffices.
+    // The lowest highest-priority victim wins: b-low.
+    let chosen = profile.preempt(&incoming, &snapshot).unwrap();
+    assert_eq!(chosen.node, "b");
+    assert_eq!(chosen.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["b-low"]);
+
+    // Needing 2 CPUs, only a can be emptied (b-high outranks the pod): both go.
+    let big = prioritized("big", "2", 100, json!({}));
+    let chosen = profile.preempt(&big, &snapshot).unwrap();
+    assert_eq!(chosen.node, "a");
+    let mut names: Vec<_> = chosen.victims.iter().map(|v| v.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["a-low", "a-mid"]);
+
+    // Nothing of lower priority to evict, `Never`, or a node that cannot fit anyway: none.
+    assert!(profile.preempt(&prioritized("humble", "1", 1, json!({})), &snapshot).is_none());
+    assert!(profile.preempt(&prioritized("polite", "1", 100, json!({"preemptionPolicy": "Never"})), &snapshot).is_none());
+    assert!(profile.preempt(&prioritized("huge", "3", 100, json!({})), &snapshot).is_none());
+    let tainted = node("t", json!({}), json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+    let only_tainted = Snapshot::new(vec![&tainted]);
+    assert!(profile.preempt(&incoming, &only_tainted).is_none());
+}
+
+#[test]
+fn a_pod_waiting_for_its_victims_does_not_preempt_again() {
+    let mut a = node("a", json!({}), json!({}));
+    let mut leaving: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "going", "namespace": "default", "uid": "uid-going", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"priority": 1, "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}]},
+    }))
+    .unwrap();
+    a.add_pod(Arc::new(PodInfo::new(Arc::new(leaving.clone()))));
+    a.add_pod(Arc::new(prioritized("stays", "1", 1, json!({}))));
+    let mut waiting: Pod = (*prioritized("new", "1", 100, json!({})).pod).clone();
+    waiting.status = Some(serde_json::from_value(json!({"nominatedNodeName": "a"})).unwrap());
+    let waiting = PodInfo::new(Arc::new(waiting));
+    let snapshot = Snapshot::new(vec![&a]);
+    assert!(profile_preempts(&waiting, &snapshot).is_none());
+    // Once the victim is gone, it may preempt again if it must.
+    leaving.metadata.deletion_timestamp = None;
+    let mut b = node("a", json!({}), json!({}));
+    b.add_pod(Arc::new(PodInfo::new(Arc::new(leaving))));
+    b.add_pod(Arc::new(prioritized("stays", "1", 1, json!({}))));
+    assert!(profile_preempts(&waiting, &Snapshot::new(vec![&b])).is_some());
+}
+
+fn profile_preempts(pod: &PodInfo, snapshot: &Snapshot<'_>) -> Option<crate::scheduler::preemption::Preemption> {
+    Profile::default_profile().preempt(pod, snapshot)
+}
