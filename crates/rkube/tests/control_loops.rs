@@ -643,7 +643,7 @@ fn resource_quotas_refuse_what_would_exceed_them() {
                 })
             })
             .collect();
-        racers.into_iter().filter(|r| r.join().unwrap()).count()
+        racers.into_iter().map(|r| r.join().unwrap()).filter(|ok| *ok).count()
     });
     assert_eq!(created, 3);
     assert_eq!(json(&server, &["-n", "race", "get", "pods"])["items"].as_array().unwrap().len(), 3);

@@ -311,14 +311,15 @@ pub(super) async fn create_object(
     if kind.has(Subresource::Status) && kind.plural != "nodes" {
         object["status"] = json!({});
     }
+    // Admission that fills in fields comes before defaulting, which would fill them otherwise.
+    if kind.plural == "pods" && kind.group.is_empty() {
+        super::priority::admit(state, &name, &mut object).await?;
+    }
     (kind.defaults)(&mut object);
     if namespace.is_none() {
         object["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
     invalid(kind, &object, (kind.validate)(&object))?;
-    if kind.plural == "pods" && kind.group.is_empty() {
-        super::priority::admit(state, &name, &mut object).await?;
-    }
     let _admitted = match namespace {
         Some(ns) => super::quota::admit(state, kind, ns, &name, &object).await?,
         None => None,
