@@ -57,6 +57,8 @@ pub struct Config {
 /// A running API server. Dropping it stops accepting connections and ends open ones.
 pub struct Server {
     addr: SocketAddr,
+    /// The routes with authentication, for in-process clients.
+    router: axum::Router,
     tasks: JoinSet<()>,
 }
 
@@ -96,9 +98,16 @@ impl Server {
         let router =
             api::router(state).merge(joins).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), authenticate));
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router));
+        tasks.spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router.clone()));
         tracing::info!("API server ready on {url} in {:?}", started.elapsed());
-        Ok(Server { addr, tasks })
+        Ok(Server { addr, router, tasks })
+    }
+
+    /// A transport to this server from inside its own process, as `user`, for a client such
+    /// as `kube::Client::new`. Requests skip TLS, TCP and HTTP/2 framing but nothing else:
+    /// authentication, metrics, handlers and the store are the same as any client's.
+    pub fn in_process(&self, user: User) -> InProcess {
+        InProcess { router: self.router.clone(), user }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -172,6 +181,33 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
             builder.http2().timer(hyper_util::rt::TokioTimer::new());
             let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
         });
+    }
+}
+
+/// Calls the API server's routes directly (see [`Server::in_process`]).
+#[derive(Clone)]
+pub struct InProcess {
+    router: axum::Router,
+    user: User,
+}
+
+impl<B> Service<axum::http::Request<B>> for InProcess
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(CertUser(self.user.clone()));
+        self.router.call(request)
     }
 }
 

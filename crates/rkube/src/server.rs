@@ -90,10 +90,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server.addr(),
         args.data_dir.join("kubeconfig").display()
     );
-    // The control loops and simulated nodes, through the API like any client (for now as the
-    // admin; the node agent has its own identity).
-    let kubeconfig = kube::config::Kubeconfig::read_from(args.data_dir.join("kubeconfig"))?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
+    // The control loops and simulated nodes go through the API like any client, but called
+    // in-process: no TLS or TCP between the server and its own loops. The node agent below
+    // connects over HTTPS under its own identity, as a joined node does.
+    let user = rkube_apiserver::User {
+        name: "system:kube-controller-manager".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    };
+    let client = kube::Client::new(server.in_process(user), "default");
     let mut loops = rkube_controllers::Config { cluster_cidr: args.cluster_cidr, ..Default::default() };
     loops.node_lifecycle.grace_period = std::time::Duration::from_secs(args.node_monitor_grace_period);
     loops.node_lifecycle.monitor_period =
