@@ -65,6 +65,30 @@ impl Include {
     }
 }
 
+/// What form a read answers in, from the client's Accept header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Full,
+    Table,
+    /// `PartialObjectMetadata` (and `...List`): metadata only, as metadata informers ask.
+    Metadata,
+}
+
+pub fn shape(headers: &HeaderMap) -> Shape {
+    if requested(headers) {
+        return Shape::Table;
+    }
+    let metadata = headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
+        accept.split(',').any(|media| {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList"))
+                && params.contains(&"g=meta.k8s.io")
+                && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+        })
+    });
+    if metadata { Shape::Metadata } else { Shape::Full }
+}
+
 /// Whether the client asked for a Table (kubectl's Accept lists it first).
 pub fn requested(headers: &HeaderMap) -> bool {
     headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {

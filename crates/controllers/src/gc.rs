@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PartialObjectMeta, Preconditions, PropagationPolicy,
+};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -168,7 +170,7 @@ async fn start(client: Client) -> Result<(), Error> {
 }
 
 impl Collector {
-    fn item_of(&self, resource: usize, object: &DynamicObject) -> Item {
+    fn item_of(&self, resource: usize, object: &PartialObjectMeta<DynamicObject>) -> Item {
         let finalizers = object.finalizers();
         Item {
             resource,
@@ -194,7 +196,9 @@ impl Collector {
     }
 
     async fn watch(&self, resource: usize, synced: tokio::sync::mpsc::Sender<()>) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &self.resources[resource].api);
+        // Only metadata, as upstream's collector watches: owners, finalizers and deletion.
+        let api: Api<PartialObjectMeta<DynamicObject>> =
+            Api::all_with(self.client.clone(), &self.resources[resource].api);
         let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relist: Option<HashSet<String>> = None;
         let mut first_sync = true;

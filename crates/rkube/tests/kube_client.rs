@@ -508,3 +508,60 @@ async fn lists_are_served_from_the_watch_cache_over_etcd() {
     let server = ServerProcess::start_with_env(&data, &flags, &[("RKUBE_WATCH_CACHE_LAG_MS", "200")]);
     lists_from_the_cache(&server).await;
 }
+
+/// Metadata-only reads (`as=PartialObjectMetadata`), as metadata informers and the garbage
+/// collector use them: gets, lists (from the cache and from the store) and watches answer
+/// with metadata alone, and the kube crate's `PartialObjectMeta` API reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_reads() {
+    use kube::core::PartialObjectMeta;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = client(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &configmap("m1", &[("tier", "front")])).await.unwrap();
+    cms.create(&PostParams::default(), &configmap("m2", &[("tier", "back")])).await.unwrap();
+
+    let metas: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let one = metas.get("m1").await.unwrap();
+    assert_eq!(one.types.as_ref().unwrap().kind, "PartialObjectMetadata");
+    assert_eq!(one.metadata.labels.as_ref().unwrap()["tier"], "front");
+    let list = metas.list(&ListParams::default().labels("tier=back")).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m2"));
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+
+    // The raw answers carry no data, from the cache and from the store (an exact revision).
+    let revision = list.metadata.resource_version.clone().unwrap();
+    for query in [String::new(), format!("?resourceVersion={revision}&resourceVersionMatch=Exact")] {
+        let request = http::Request::get(format!("/api/v1/namespaces/default/configmaps{query}"))
+            .header("Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+            .body(Vec::new())
+            .unwrap();
+        let text = client.request_text(request).await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["kind"], "PartialObjectMetadataList", "{text}");
+        let items = body["items"].as_array().unwrap();
+        assert!(items.iter().any(|i| i["metadata"]["name"] == "m1"), "{text}");
+        assert!(items.iter().all(|i| i["kind"] == "PartialObjectMetadata" && i.get("data").is_none()), "{text}");
+    }
+
+    // A watch: the initial state and later changes, metadata only.
+    let mut events = metas.watch(&WatchParams::default().timeout(5), "0").await.unwrap().boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let WatchEvent::Added(m) = events.try_next().await.unwrap().unwrap() {
+            seen.push(m.metadata.name.unwrap());
+        }
+    }
+    cms.create(&PostParams::default(), &configmap("m3", &[])).await.unwrap();
+    loop {
+        match events.try_next().await.unwrap().unwrap() {
+            WatchEvent::Added(m) if m.metadata.name.as_deref() == Some("m3") => {
+                assert_eq!(m.types.unwrap().kind, "PartialObjectMetadata");
+                break;
+            }
+            _ => {}
+        }
+    }
+}

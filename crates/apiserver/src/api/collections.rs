@@ -86,13 +86,14 @@ pub(super) async fn read_collection(
     kind: &'static Kind,
     namespace: Option<String>,
     params: ListParams,
-    as_table: bool,
+    shape: Shape,
 ) -> Result<Response, ApiError> {
     let selector = Filter::parse(kind, &params)?;
     let prefix = collection_prefix(kind, namespace.as_deref());
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
-        return watch_collection(state, kind, kind, prefix, selector, params, as_table, None).await;
+        return watch_collection(state, kind, kind, prefix, selector, params, shape, None).await;
     }
+    let as_table = shape == Shape::Table;
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     options.revision = list_revision(state, &params).await?;
     let wanted = params.limit.filter(|l| *l > 0);
@@ -124,7 +125,11 @@ pub(super) async fn read_collection(
                 let items = chosen.iter().map(|e| e.object()).collect::<Result<Vec<_>, _>>()?;
                 return Ok(table_response(kind, &params, &items, metadata));
             }
-            return Ok(list_response(kind, metadata, chosen.iter().map(|e| e.json.as_slice())));
+            if shape == Shape::Metadata {
+                let items = chosen.iter().map(|e| partial_json(&e.json)).collect::<Result<Vec<_>, _>>()?;
+                return Ok(list_response(METADATA_LIST, metadata, items.iter().map(Vec::as_slice)));
+            }
+            return Ok(list_response((kind.list_kind, kind.api_version), metadata, chosen.iter().map(|e| e.json.as_slice())));
         }
     }
     state.metrics.count_list(kind.plural, metrics::ListSource::Store);
@@ -189,8 +194,15 @@ pub(super) async fn read_collection(
     if as_table {
         return Ok(table_response(kind, &params, &items, metadata));
     }
-    Ok(list_response(kind, metadata, raw.iter().map(Vec::as_slice)))
+    if shape == Shape::Metadata {
+        let items = raw.iter().map(|r| partial_json(r)).collect::<Result<Vec<_>, _>>()?;
+        return Ok(list_response(METADATA_LIST, metadata, items.iter().map(Vec::as_slice)));
+    }
+    Ok(list_response((kind.list_kind, kind.api_version), metadata, raw.iter().map(Vec::as_slice)))
 }
+
+/// The list kind and apiVersion of a metadata-only list.
+const METADATA_LIST: (&str, &str) = ("PartialObjectMetadataList", "meta.k8s.io/v1");
 
 fn table_response(kind: &Kind, params: &ListParams, items: &[Value], metadata: Value) -> Response {
     let include = Include::parse(params.include_object.as_deref());
@@ -199,8 +211,12 @@ fn table_response(kind: &Kind, params: &ListParams, items: &[Value], metadata: V
 }
 
 /// A list's JSON, with each object's JSON spliced in as it is.
-fn list_response<'a>(kind: &Kind, metadata: Value, objects: impl Iterator<Item = &'a [u8]> + Clone) -> Response {
-    let head = json!({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata}).to_string();
+fn list_response<'a>(
+    (list_kind, api_version): (&str, &str),
+    metadata: Value,
+    objects: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Response {
+    let head = json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata}).to_string();
     let mut body = Vec::with_capacity(head.len() + 16 + objects.clone().map(|r| r.len() + 1).sum::<usize>());
     body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     body.extend_from_slice(br#","items":["#);
@@ -331,9 +347,11 @@ pub(super) async fn watch_collection(
     prefix: String,
     selector: Filter,
     params: ListParams,
-    as_table: bool,
+    shape: Shape,
     convert: Option<fn(Value) -> Value>,
 ) -> Result<Response, ApiError> {
+    let as_table = shape == Shape::Table;
+    let metadata_only = shape == Shape::Metadata;
     let from: i64 = match params.resource_version.as_deref() {
         None | Some("") | Some("0") => 0,
         Some(rv) => rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
@@ -356,7 +374,14 @@ pub(super) async fn watch_collection(
                     continue;
                 }
                 if convert.is_none() && !as_table {
-                    let json = String::from_utf8_lossy(&entry.json);
+                    let partial;
+                    let object = if metadata_only {
+                        partial = partial_json(&entry.json)?;
+                        &partial
+                    } else {
+                        &entry.json
+                    };
+                    let json = String::from_utf8_lossy(object);
                     initial.push(Line::Text(format!("{{\"type\":\"ADDED\",\"object\":{json}}}\n")));
                     continue;
                 }
@@ -439,7 +464,7 @@ pub(super) async fn watch_collection(
 
     let live = events.filter_map(move |event| {
         let line = match event {
-            Ok(cached) => event_line(kind, &prefix, &selector, bookmarks, &cached, convert),
+            Ok(cached) => event_line(kind, &prefix, &selector, bookmarks, &cached, convert, metadata_only),
             Err(status) => Some(Line::Value(json!({"type": "ERROR", "object": status}))),
         };
         std::future::ready(line)
@@ -452,11 +477,15 @@ pub(super) async fn watch_collection(
             let text = match line {
                 Line::Text(text) => text,
                 Line::Value(mut event) => {
-                    if as_table && matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+                    let changed = matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED"));
+                    if as_table && changed {
                         let object = event["object"].take();
                         let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
                         event["object"] =
                             table::table(kind.columns, &[object], include, metadata, time::OffsetDateTime::now_utc());
+                    }
+                    if metadata_only && changed {
+                        event["object"] = partial(&event["object"]);
                     }
                     format!("{event}\n")
                 }
@@ -501,6 +530,7 @@ fn event_line(
     bookmarks: bool,
     cached: &Cached,
     convert: Option<fn(Value) -> Value>,
+    metadata_only: bool,
 ) -> Option<Line> {
     let line = |event: &str, now: bool| match convert {
         // A converted version has its own JSON; the shared form is the stored version's.
@@ -510,6 +540,11 @@ fn event_line(
         }
         None => {
             let object = if now { cached.now_json()? } else { cached.before_json()? };
+            if metadata_only {
+                let partial = partial_json(object.as_bytes()).ok()?;
+                let partial = String::from_utf8_lossy(&partial);
+                return Some(Line::Text(format!("{{\"type\":\"{event}\",\"object\":{partial}}}\n")));
+            }
             Some(Line::Text(format!("{{\"type\":\"{event}\",\"object\":{object}}}\n")))
         }
     };

@@ -39,7 +39,7 @@ mod validate;
 mod versions;
 mod watchcache;
 
-use crate::table::{self, Column, Include};
+use crate::table::{self, Column, Include, Shape};
 use collections::*;
 use deletion::*;
 use kinds::*;
@@ -270,7 +270,7 @@ async fn serve(
             if kind.read_only {
                 return Ok(json(component_statuses(state, kind, &list()?, &headers).await));
             }
-            read_collection(state, kind, target.namespace.clone(), list()?, table::requested(&headers)).await
+            read_collection(state, kind, target.namespace.clone(), list()?, table::shape(&headers)).await
         }
         (&Method::GET, Some(name), None | Some(Subresource::Status)) => {
             let object = if kind.read_only {
@@ -405,10 +405,12 @@ struct ListParams {
     include_object: Option<String>,
 }
 
-/// A single object, as a one-row Table if the client asked for one.
+/// A single object, as a one-row Table or as its metadata alone if the client asked.
 fn as_table_if(kind: &Kind, object: Value, params: &ListParams, headers: &HeaderMap) -> Value {
-    if !table::requested(headers) {
-        return object;
+    match table::shape(headers) {
+        table::Shape::Full => return object,
+        table::Shape::Metadata => return partial(&object),
+        table::Shape::Table => {}
     }
     let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
     table::table(

@@ -215,6 +215,55 @@ fn metadata_open_brace(json: &[u8]) -> Option<usize> {
     None
 }
 
+/// The top-level `metadata` object of compact JSON, as a byte range, without parsing.
+fn metadata_span(json: &[u8]) -> Option<(usize, usize)> {
+    let start = metadata_open_brace(json)?;
+    let (mut depth, mut i) = (0usize, start);
+    while i < json.len() {
+        match json[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some((start, i + 1));
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An object as a `PartialObjectMetadata`: its metadata alone.
+pub(super) fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
+/// The same from an object's compact JSON, cutting out its metadata rather than parsing it.
+pub(super) fn partial_json(json: &[u8]) -> Result<Vec<u8>, ApiError> {
+    const HEAD: &[u8] = br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#;
+    match metadata_span(json) {
+        Some((start, end)) => {
+            let mut out = Vec::with_capacity(HEAD.len() + end - start + 1);
+            out.extend_from_slice(HEAD);
+            out.extend_from_slice(&json[start..end]);
+            out.push(b'}');
+            Ok(out)
+        }
+        None => {
+            let object: Value = serde_json::from_slice(json).map_err(|e| ApiError::Internal(e.to_string()))?;
+            serde_json::to_vec(&partial(&object)).map_err(|e| ApiError::Internal(e.to_string()))
+        }
+    }
+}
+
 pub(super) fn encode(object: &Value) -> Result<Bytes, ApiError> {
     let mut stored = object.clone();
     if let Some(meta) = stored["metadata"].as_object_mut() {
@@ -701,5 +750,23 @@ mod tests {
         }
         assert_eq!(metadata_open_brace(br#"{"metadata":"#), None, "truncated");
         assert_eq!(metadata_open_brace(b"}}"), None);
+    }
+
+    #[test]
+    fn metadata_is_cut_out_where_parsing_would_find_it() {
+        for object in [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "}{"}}, "spec": {}}),
+            json!({"metadata": {}}),
+            json!({"data": {"metadata": {"x": "\"metadata\":{"}}, "metadata": {"name": "r", "o": [{"k": "]"}]}}),
+            json!({"a": "quote \" and backslash \\", "metadata": {"labels": {"k": "v\\"}}, "z": 1}),
+        ] {
+            let json = serde_json::to_vec(&object).unwrap();
+            let cut: Value = serde_json::from_slice(&partial_json(&json).unwrap()).unwrap();
+            assert_eq!(cut, partial(&object), "{object}");
+        }
+        // Not the shape `encode` writes: parsed instead; not JSON at all: an error, no panic.
+        let spaced = br#"{ "metadata" : { "name" : "x" } }"#;
+        assert_eq!(serde_json::from_slice::<Value>(&partial_json(spaced).unwrap()).unwrap()["metadata"]["name"], "x");
+        assert!(partial_json(br#"{"metadata":{"name":"#).is_err());
     }
 }

@@ -53,7 +53,7 @@ pub(super) async fn serve_converted(
                     prefix,
                     selector,
                     params,
-                    table::requested(&headers),
+                    table::shape(&headers),
                     convert,
                 )
                 .await;
@@ -61,6 +61,11 @@ pub(super) async fn serve_converted(
             let (items, revision) = list_all(state, stored, namespace, &params).await?;
             let items: Vec<Value> = items.into_iter().map(down).collect();
             let metadata = json!({"resourceVersion": revision.to_string()});
+            if table::shape(&headers) == Shape::Metadata {
+                let items: Vec<Value> = items.iter().map(partial).collect();
+                return Ok(json(json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                      "metadata": metadata, "items": items})));
+            }
             if table::requested(&headers) {
                 let include = Include::parse(params.include_object.as_deref());
                 return Ok(json(table::table(
