@@ -198,16 +198,26 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
 
     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use futures::FutureExt;
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(CertUser(self.user.clone()));
-        self.router.call(request)
+        // A handler that panicked would end only its connection's task over HTTPS; here it
+        // must not take the calling control loop with it.
+        std::panic::AssertUnwindSafe(self.router.call(request))
+            .catch_unwind()
+            .map(|result| match result {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(never)) => match never {},
+                Err(_) => Ok(ApiError::Internal("the request handler panicked".into()).into_response()),
+            })
+            .boxed()
     }
 }
 

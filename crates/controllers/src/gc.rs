@@ -16,7 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PartialObjectMeta, Preconditions, PropagationPolicy,
+    Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
 };
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::WatchStreamExt;

@@ -415,7 +415,8 @@ async fn lists_from_the_cache(server: &ServerProcess) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "default");
     for i in 0..8 {
-        let created = cms.create(&PostParams::default(), &configmap(&format!("c{i}"), &[("n", &i.to_string())])).await.unwrap();
+        let created =
+            cms.create(&PostParams::default(), &configmap(&format!("c{i}"), &[("n", &i.to_string())])).await.unwrap();
         let created_at: i64 = created.metadata.resource_version.unwrap().parse().unwrap();
         let started = std::time::Instant::now();
         let list = cms.list(&ListParams::default()).await.unwrap();
@@ -426,7 +427,10 @@ async fn lists_from_the_cache(server: &ServerProcess) {
         secret.metadata.name = Some(format!("s{i}"));
         secrets.create(&PostParams::default(), &secret).await.unwrap();
         let list = cms.list(&ListParams::default()).await.unwrap();
-        assert_eq!(list.items.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c'))).count(), i + 1);
+        assert_eq!(
+            list.items.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c'))).count(),
+            i + 1
+        );
         let secrets_listed = secrets.list(&ListParams::default().labels("")).await.unwrap();
         assert!(secrets_listed.items.iter().any(|s| s.metadata.name.as_deref() == Some(&*format!("s{i}"))));
         // Two lists waited out the lag; none waited for the 3 s fallback.
@@ -438,7 +442,7 @@ async fn lists_from_the_cache(server: &ServerProcess) {
     let first = cms.list(&ListParams::default().limit(3)).await.unwrap();
     let revision = first.metadata.resource_version.clone().unwrap();
     let mut names: Vec<String> = first.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-    cms.create(&PostParams::default(), &configmap("a-late", &[])).await.unwrap();
+    cms.create(&PostParams::default(), &configmap("z-late", &[])).await.unwrap();
     let mut token = first.metadata.continue_.clone();
     while let Some(t) = token.filter(|t| !t.is_empty()) {
         let page = cms.list(&ListParams::default().limit(3).continue_token(&t)).await.unwrap();
@@ -449,14 +453,16 @@ async fn lists_from_the_cache(server: &ServerProcess) {
     let expected: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
     let mine: Vec<String> = names.iter().filter(|n| n.starts_with('c') && n.len() == 2).cloned().collect();
     assert_eq!(mine, expected, "pages: {names:?}");
-    assert!(!names.contains(&"a-late".to_owned()));
+    assert!(!names.contains(&"z-late".to_owned()));
 
     // Selectors count towards the limit from the cache as from the store.
     let odd = cms.list(&ListParams::default().labels("n in (1,3,5,7)").limit(2)).await.unwrap();
     let odd_names: Vec<_> = odd.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
     assert_eq!(odd_names, ["c1", "c3"]);
     let rest = cms
-        .list(&ListParams::default().labels("n in (1,3,5,7)").continue_token(odd.metadata.continue_.as_deref().unwrap()))
+        .list(
+            &ListParams::default().labels("n in (1,3,5,7)").continue_token(odd.metadata.continue_.as_deref().unwrap()),
+        )
         .await
         .unwrap();
     let rest_names: Vec<_> = rest.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
@@ -467,16 +473,19 @@ async fn lists_from_the_cache(server: &ServerProcess) {
     // resourceVersion 0 takes the cache as it is; a given one is a lower bound; Exact reads
     // the store at that revision, where a later write is not yet.
     assert!(cms.list(&ListParams::default().match_any()).await.unwrap().items.len() >= 9);
-    let not_older = cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::NotOlderThan)).await.unwrap();
+    let not_older =
+        cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::NotOlderThan)).await.unwrap();
     assert!(not_older.metadata.resource_version.unwrap().parse::<i64>().unwrap() >= revision.parse::<i64>().unwrap());
-    assert!(not_older.items.iter().any(|c| c.metadata.name.as_deref() == Some("a-late")));
+    assert!(not_older.items.iter().any(|c| c.metadata.name.as_deref() == Some("z-late")));
     let exact = cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::Exact)).await.unwrap();
     assert_eq!(exact.metadata.resource_version.as_deref(), Some(revision.as_str()));
-    assert!(!exact.items.iter().any(|c| c.metadata.name.as_deref() == Some("a-late")));
+    assert!(!exact.items.iter().any(|c| c.metadata.name.as_deref() == Some("z-late")));
 
     // A deletion leaves the cache too.
     cms.delete("c0", &DeleteParams::default()).await.unwrap();
-    assert!(!cms.list(&ListParams::default()).await.unwrap().items.iter().any(|c| c.metadata.name.as_deref() == Some("c0")));
+    assert!(
+        !cms.list(&ListParams::default()).await.unwrap().items.iter().any(|c| c.metadata.name.as_deref() == Some("c0"))
+    );
 
     // The metrics say which reads the cache served and which went to the store.
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
@@ -563,5 +572,41 @@ async fn metadata_only_reads() {
             }
             _ => {}
         }
+    }
+}
+
+/// Creates racing for a quota's last units: exactly the quota's worth get in, the rest get
+/// upstream's 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_never_exceed_a_quota() {
+    use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = client(&server).await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "default");
+    let quota: ResourceQuota =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "five"}, "spec": {"hard": {"pods": "5"}}}))
+            .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let creates = (0..40).map(|i| {
+        let pods = pods.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("racer-{i}")},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 5, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(refused, kube::Error::Api(s) if s.code == 403 && s.message.contains("exceeded quota: five")),
+            "{refused:?}"
+        );
     }
 }

@@ -129,7 +129,11 @@ pub(super) async fn read_collection(
                 let items = chosen.iter().map(|e| partial_json(&e.json)).collect::<Result<Vec<_>, _>>()?;
                 return Ok(list_response(METADATA_LIST, metadata, items.iter().map(Vec::as_slice)));
             }
-            return Ok(list_response((kind.list_kind, kind.api_version), metadata, chosen.iter().map(|e| e.json.as_slice())));
+            return Ok(list_response(
+                (kind.list_kind, kind.api_version),
+                metadata,
+                chosen.iter().map(|e| e.json.as_slice()),
+            ));
         }
     }
     state.metrics.count_list(kind.plural, metrics::ListSource::Store);
@@ -245,9 +249,9 @@ async fn cache_freshness(state: &State, params: &ListParams) -> Result<Option<Fr
         return Ok(None);
     }
     Ok(match params.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
-        None => Some(Freshness::AtLeast(
-            state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?,
-        )),
+        None => {
+            Some(Freshness::AtLeast(state.store.current_revision().await.map_err(|e| ApiError::from_store(e, "", ""))?))
+        }
         Some("0") => Some(Freshness::Any),
         Some(_) if params.limit.is_some_and(|l| l > 0) && matching.is_none() => None,
         Some(rv) => Some(Freshness::AtLeast(parse_revision(rv)?)),
@@ -260,7 +264,9 @@ async fn cache_freshness(state: &State, params: &ListParams) -> Result<Option<Fr
 async fn list_revision(state: &State, params: &ListParams) -> Result<Option<i64>, ApiError> {
     let rv = params.resource_version.as_deref().filter(|rv| !rv.is_empty());
     let exact = match params.resource_version_match.as_deref().filter(|m| !m.is_empty()) {
-        None | Some("NotOlderThan") => false,
+        // The legacy form of an exact read: a resourceVersion with a limit.
+        None => params.limit.is_some_and(|l| l > 0),
+        Some("NotOlderThan") => false,
         Some("Exact") => true,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
@@ -414,14 +420,18 @@ pub(super) async fn watch_collection(
     let gone = |message: String| ApiError::Gone(message).status();
     let too_slow = move |served: Served| match served {
         Served::Event(cached) => Ok(cached),
-        Served::TooSlow => Err(gone(format!("the watch fell too far behind; relist {} and watch again", kind.resource))),
+        Served::TooSlow => {
+            Err(gone(format!("the watch fell too far behind; relist {} and watch again", kind.resource)))
+        }
     };
     // Served from the watch cache when it holds what is asked for; otherwise from the store.
     let cached = match from_cache {
         Some(stream) => Some(stream.map(too_slow).boxed()),
-        None => {
-            state.watches.watch(&state.store, stored, prefix.clone(), start_revision).await.map(|s| s.map(too_slow).boxed())
-        }
+        None => state
+            .watches
+            .watch(&state.store, stored, prefix.clone(), start_revision)
+            .await
+            .map(|s| s.map(too_slow).boxed()),
     };
     let events: futures::stream::BoxStream<'static, Result<Arc<Cached>, Value>> = match cached {
         Some(cached) => cached,

@@ -364,7 +364,7 @@ pub(super) const KINDS: &[Kind] = &[
     }),
     // scheduling.k8s.io/v1
     kind!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", k8s::scheduling::v1::PriorityClass, {
-        columns: printers::PRIORITY_CLASS, defaults: defaults::priority_class,
+        columns: printers::PRIORITY_CLASS, defaults: defaults::priority_class, validate: validate::priority_class,
         namespaced: false, short_names: &["pc"],
     }),
     // storage.k8s.io/v1

@@ -104,13 +104,24 @@ impl Metrics {
         }
         // Upstream's names: lists served by the watch cache, and lists that went to storage.
         for (name, wanted, label, help) in [
-            ("apiserver_cache_list_total", ListSource::Cache, "resource_prefix", "Number of LIST requests served from watch cache"),
-            ("apiserver_storage_list_total", ListSource::Store, "resource", "Number of LIST requests served from storage"),
+            (
+                "apiserver_cache_list_total",
+                ListSource::Cache,
+                "resource_prefix",
+                "Number of LIST requests served from watch cache",
+            ),
+            (
+                "apiserver_storage_list_total",
+                ListSource::Store,
+                "resource",
+                "Number of LIST requests served from storage",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((resource, source), count) in &recorded.lists {
                 if *source == wanted {
-                    let value = if wanted == ListSource::Cache { format!("/{resource}") } else { (*resource).to_owned() };
+                    let value =
+                        if wanted == ListSource::Cache { format!("/{resource}") } else { (*resource).to_owned() };
                     let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
                 }
             }

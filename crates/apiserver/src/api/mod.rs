@@ -100,7 +100,8 @@ pub async fn ensure_system_objects(state: &State, port: u16) -> Result<(), crate
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description,
         });
-        let kind = kinds::find("scheduling.k8s.io", "v1", "priorityclasses").map_err(|e| failed("priority classes", e))?;
+        let kind =
+            kinds::find("scheduling.k8s.io", "v1", "priorityclasses").map_err(|e| failed("priority classes", e))?;
         match create_object(state, kind, None, class, false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(failed(&format!("priority class {name}"), e)),

@@ -6,8 +6,16 @@ use super::*;
 
 /// The classes every cluster has, created at start-up as upstream's API server does.
 pub(super) const SYSTEM_CLASSES: [(&str, i64, &str); 2] = [
-    ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
-    ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
 ];
 
 /// Fills in a new pod's priority from its class; 403 for a class that does not exist or a
@@ -17,7 +25,8 @@ pub(super) async fn admit(state: &State, name: &str, pod: &mut Value) -> Result<
     let class = match pod["spec"]["priorityClassName"].as_str().filter(|c| !c.is_empty()) {
         Some(class_name) => {
             let key = format!("/registry/priorityclasses/{class_name}");
-            let found = state.store.get(&key, None).await.map_err(|e| ApiError::from_store(e, "priorityclasses", ""))?;
+            let found =
+                state.store.get(&key, None).await.map_err(|e| ApiError::from_store(e, "priorityclasses", ""))?;
             match found {
                 Some(kv) => Some(with_revision(&kv)?),
                 None => return Err(forbidden(format!("no PriorityClass with name {class_name} was found"))),
@@ -41,7 +50,6 @@ pub(super) async fn admit(state: &State, name: &str, pod: &mut Value) -> Result<
         )));
     }
     if let Some(given) = pod["spec"]["preemptionPolicy"].as_str()
-        && class.is_some()
         && given != policy
     {
         return Err(forbidden(format!(
@@ -57,19 +65,15 @@ pub(super) async fn admit(state: &State, name: &str, pod: &mut Value) -> Result<
     Ok(())
 }
 
-/// The class marked `globalDefault`, if any (the oldest, should there be several).
+/// The class marked `globalDefault`, if any: the lowest-valued, should there be several, as
+/// upstream picks.
 async fn global_default(state: &State) -> Result<Option<Value>, ApiError> {
     let options = ListOptions { prefix: "/registry/priorityclasses/".into(), ..Default::default() };
     let page = state.store.list(&options).await.map_err(|e| ApiError::from_store(e, "priorityclasses", ""))?;
-    let mut defaults: Vec<Value> = page
+    Ok(page
         .items
         .iter()
         .filter_map(|kv| with_revision(kv).ok())
         .filter(|c| c["globalDefault"].as_bool() == Some(true))
-        .collect();
-    defaults.sort_by(|a, b| {
-        let created = |c: &Value| c["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned();
-        created(a).cmp(&created(b))
-    });
-    Ok(defaults.into_iter().next())
+        .min_by_key(|c| c["value"].as_i64().unwrap_or(0)))
 }

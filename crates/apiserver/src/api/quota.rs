@@ -5,7 +5,7 @@
 //! write, so two racing for the last unit cannot both pass. That holds within one API server;
 //! servers sharing an etcd do not share the lock (upstream reserves through the quota object).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -88,17 +88,23 @@ fn show(resource: &str, n: i64) -> String {
 /// Held by a create that a quota limits until its object is written.
 pub(super) type Admitted = Option<tokio::sync::OwnedMutexGuard<()>>;
 
-/// One lock per namespace that has quotas, taken by the creates they limit.
-#[derive(Clone, Default)]
-pub(super) struct Locks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+/// Locks for the creates quotas limit, a namespace's chosen by hash from a fixed set, so
+/// namespaces coming and going leave nothing behind.
+#[derive(Clone)]
+pub(super) struct Locks(Arc<[Arc<tokio::sync::Mutex<()>>]>);
+
+impl Default for Locks {
+    fn default() -> Locks {
+        Locks((0..64).map(|_| Arc::new(tokio::sync::Mutex::new(()))).collect())
+    }
+}
 
 impl Locks {
     async fn take(&self, namespace: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            locks.entry(namespace.to_owned()).or_default().clone()
-        };
-        lock.lock_owned().await
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        namespace.hash(&mut hasher);
+        self.0[hasher.finish() as usize % self.0.len()].clone().lock_owned().await
     }
 }
 

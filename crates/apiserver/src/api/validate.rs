@@ -164,6 +164,32 @@ pub(super) fn job(object: &Value) -> Causes {
     causes
 }
 
+/// Upstream's PriorityClass rules: user classes at most 1e9, and the `system-` prefix
+/// reserved for the built-in classes with their values.
+pub(super) fn priority_class(object: &Value) -> Causes {
+    let mut causes = Vec::new();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let value = object["value"].as_i64().unwrap_or(0);
+    let system = super::priority::SYSTEM_CLASSES.iter().find(|(n, _, _)| *n == name);
+    match system {
+        Some((_, expected, _)) if value != *expected => causes.push((
+            "metadata.name".to_owned(),
+            format!("Forbidden: {name:?} is a system priority class; its value must be {expected}"),
+        )),
+        Some(_) => {}
+        None if name.starts_with("system-") => causes.push((
+            "metadata.name".to_owned(),
+            "Forbidden: priority class names with 'system-' prefix are reserved".to_owned(),
+        )),
+        None if value > 1_000_000_000 => causes.push((
+            "value".to_owned(),
+            "Forbidden: maximum allowed value of a user defined priority is 1000000000".to_owned(),
+        )),
+        None => {}
+    }
+    causes
+}
+
 pub(super) fn service(object: &Value) -> Causes {
     let mut causes = Vec::new();
     let spec = &object["spec"];

@@ -149,24 +149,39 @@ struct KindCache {
     /// The revision the objects are at, for lists waiting for the cache to catch up.
     fresh: tokio::sync::watch::Sender<i64>,
     progress: ProgressRequester,
-    task: tokio::task::JoinHandle<()>,
+    /// Set while a progress request is out, so that many waiting lists make one.
+    progress_asked: std::sync::atomic::AtomicBool,
+    task: OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for KindCache {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
     }
 }
 
 impl KindCache {
     /// Waits until the objects are at `revision` or later; false if that takes too long.
     async fn caught_up(&self, revision: i64) -> bool {
+        let deadline = tokio::time::Instant::now() + FRESH_WAIT;
         let mut fresh = self.fresh.subscribe();
-        if *fresh.borrow_and_update() >= revision {
-            return true;
+        loop {
+            if *fresh.borrow_and_update() >= revision {
+                return true;
+            }
+            // One request at a time for all waiting lists; a progress event clears it (before
+            // waking them), so a list still behind after one asks again.
+            if !self.progress_asked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                self.progress.request();
+            }
+            if !matches!(tokio::time::timeout_at(deadline, fresh.changed()).await, Ok(Ok(()))) {
+                // Should a request have gone unanswered, the next list asks again.
+                self.progress_asked.store(false, std::sync::atomic::Ordering::Release);
+                return false;
+            }
         }
-        self.progress.request();
-        matches!(tokio::time::timeout(FRESH_WAIT, fresh.wait_for(|r| *r >= revision)).await, Ok(Ok(_)))
     }
 
     /// Applies one store event and sends it to watchers; the revision the objects are now at.
@@ -174,15 +189,19 @@ impl KindCache {
         let mut feed = self.feed.lock().ok()?;
         let revision = event.revision();
         match &event {
-            WatchEvent::Put { kv, .. } => {
-                if let Some(entry) = Entry::new(kv) {
+            WatchEvent::Put { kv, .. } => match Entry::new(kv) {
+                Some(entry) => {
                     feed.objects.insert(kv.key.clone(), Arc::new(entry));
                 }
-            }
+                // Never serve an old version of an object the cache could not read.
+                None => {
+                    feed.objects.remove(&kv.key);
+                }
+            },
             WatchEvent::Delete { key, .. } => {
                 feed.objects.remove(key);
             }
-            WatchEvent::Progress { .. } => {}
+            WatchEvent::Progress { .. } => self.progress_asked.store(false, std::sync::atomic::Ordering::Release),
         }
         feed.revision = feed.revision.max(revision);
         let cached = Arc::new(Cached::new(event));
@@ -329,16 +348,15 @@ impl WatchCache {
         Some(cache.clone())
     }
 
-    async fn start(
-        &self,
-        store: &Store,
-        kind: &'static Kind,
-        cell: Slot,
-    ) -> Result<Arc<KindCache>, ()> {
+    async fn start(&self, store: &Store, kind: &'static Kind, cell: Slot) -> Result<Arc<KindCache>, ()> {
         let prefix = format!("/registry/{}/", kind.plural);
         let page = store.list(&ListOptions { prefix: prefix.clone(), ..Default::default() }).await.map_err(|_| ())?;
         let watch = store
-            .watch(WatchOptions { prefix, start_revision: page.revision + 1, progress_interval: Some(BOOKMARK_INTERVAL) })
+            .watch(WatchOptions {
+                prefix,
+                start_revision: page.revision + 1,
+                progress_interval: Some(BOOKMARK_INTERVAL),
+            })
             .await
             .map_err(|_| ())?;
         let objects: BTreeMap<String, Arc<Entry>> =
@@ -356,25 +374,33 @@ impl WatchCache {
         let progress = watch.progress_requester();
         let mut events = lagged(watch);
         let kinds = self.kinds.clone();
-        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<KindCache>| {
-            let weak = weak.clone();
-            let task = tokio::spawn(async move {
-                while let Some(event) = events.next().await {
-                    let Some(cache) = weak.upgrade() else { return };
-                    let Ok(event) = event else { break };
-                    let Some(revision) = cache.apply(event) else { break };
-                    cache.fresh.send_replace(revision);
-                }
-                // The store watch ended (compaction, shutdown): forget this cache, so the next
-                // request starts a fresh one; its watchers see their stream end and re-watch.
-                if let Ok(mut kinds) = kinds.lock()
-                    && kinds.get(kind.plural).is_some_and(|c| Arc::ptr_eq(c, &cell))
-                {
-                    kinds.remove(kind.plural);
-                }
-            });
-            KindCache { feed, fresh, progress, task }
-        }))
+        let cache = Arc::new(KindCache {
+            feed,
+            fresh,
+            progress,
+            progress_asked: std::sync::atomic::AtomicBool::new(false),
+            task: OnceLock::new(),
+        });
+        // The task holds weak references only: the map owns the cache, and dropping the cache
+        // stops the task. It starts once the cache exists, so it never finds it missing.
+        let (weak, cell) = (Arc::downgrade(&cache), Arc::downgrade(&cell));
+        let task = tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let Some(cache) = weak.upgrade() else { return };
+                let Ok(event) = event else { break };
+                let Some(revision) = cache.apply(event) else { break };
+                cache.fresh.send_replace(revision);
+            }
+            // The store watch ended (compaction, shutdown): forget this cache, so the next
+            // request starts a fresh one; its watchers see their stream end and re-watch.
+            if let Ok(mut kinds) = kinds.lock()
+                && kinds.get(kind.plural).is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), cell.as_ptr()))
+            {
+                kinds.remove(kind.plural);
+            }
+        });
+        let _ = cache.task.set(task);
+        Ok(cache)
     }
 }
 

@@ -46,6 +46,9 @@ struct Cache {
     /// requests count on that node for pods of no higher priority, so the room freed for
     /// them is not taken (upstream's nominated pods).
     nominated: HashMap<String, (String, Arc<PodInfo>)>,
+    /// Preemptors by uid, with their victims' uids: a pod does not preempt again while any of
+    /// its victims is still on its node.
+    preempting: HashMap<String, Vec<String>>,
     index: index::AffinityIndex,
 }
 
@@ -67,6 +70,7 @@ impl Cache {
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.forget(&pod.uid);
         self.nominated.remove(&pod.uid);
+        self.preempting.remove(&pod.uid);
         self.placed.insert(pod.uid.clone(), node.to_owned());
         self.index.add(&pod, node);
         self.slot(node).info.add_pod(pod);
@@ -259,6 +263,7 @@ async fn watch_pods(client: &Client, shared: &Shared) {
                 queue.remove(&format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
                 let uid = pod.uid().unwrap_or_default();
                 cache.nominated.remove(&uid);
+                cache.preempting.remove(&uid);
                 cache.forget(&uid)
             }
             Event::InitDone => {
@@ -268,6 +273,8 @@ async fn watch_pods(client: &Client, shared: &Shared) {
                 gone.iter().for_each(|uid| {
                     cache.forget(uid);
                 });
+                cache.nominated.retain(|uid, _| keep.contains(uid));
+                cache.preempting.retain(|uid, _| keep.contains(uid));
                 true
             }
         };
@@ -333,20 +340,27 @@ fn schedule_loop(
                     .unwrap_or_else(|e| e.into_inner().0);
             }
         };
-        let (result, preemption) = {
+        let (result, preemption, stale_nomination) = {
             let cache = lock(&shared.cache);
             let overlays = nominated_overlays(&cache, &pod);
             let lookup = |name: &str| cache.nodes.get(name).filter(|s| s.exists).map(|s| with_nominated(&overlays, s));
             let snapshot = Snapshot::new(
                 cache.nodes.values().filter(|s| s.exists).map(|s| with_nominated(&overlays, s)).collect(),
             )
-                .with_index(&cache.index, &lookup);
+            .with_index(&cache.index, &lookup);
             let result = profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n));
+            // A pod whose victims are still on their node waits for them.
+            let waiting = cache
+                .preempting
+                .get(&pod.uid)
+                .is_some_and(|victims| victims.iter().any(|v| cache.placed.contains_key(v)));
             let preemption = match &result {
-                Err(error) if error.resolvable => profile.preempt(&pod, &snapshot),
+                Err(error) if error.resolvable && !waiting => profile.preempt(&pod, &snapshot),
                 _ => None,
             };
-            (result, preemption)
+            // Nominated earlier, but preempting no longer helps: the node is not held for it.
+            let stale = result.is_err() && !waiting && preemption.is_none() && cache.nominated.contains_key(&pod.uid);
+            (result, preemption, stale)
         };
         match result {
             Ok(node) => {
@@ -363,9 +377,20 @@ fn schedule_loop(
             }
             Err(error) => {
                 if let Some(preemption) = preemption {
-                    lock(&shared.cache).nominated.insert(pod.uid.clone(), (preemption.node.clone(), pod.clone()));
+                    let mut cache = lock(&shared.cache);
+                    cache.nominated.insert(pod.uid.clone(), (preemption.node.clone(), pod.clone()));
+                    let victims = preemption.victims.iter().map(|v| v.uid.clone()).collect();
+                    cache.preempting.insert(pod.uid.clone(), victims);
+                    drop(cache);
                     let (client, recorder, pod) = (client.clone(), recorder.clone(), pod.clone());
                     runtime.spawn(async move { preempt(&client, &recorder, &pod, preemption).await });
+                } else if stale_nomination {
+                    let mut cache = lock(&shared.cache);
+                    cache.nominated.remove(&pod.uid);
+                    cache.preempting.remove(&pod.uid);
+                    drop(cache);
+                    let (client, pod) = (client.clone(), pod.clone());
+                    runtime.spawn(async move { nominate(&client, &pod, None).await });
                 }
                 let message = error.message();
                 let news = lock(&shared.queue).unschedulable(&pod.key(), &message, Instant::now());
@@ -430,14 +455,18 @@ fn with_nominated<'a>(overlays: &'a HashMap<&str, NodeInfo>, slot: &'a Slot) -> 
     overlays.get(slot.info.name.as_str()).unwrap_or(&slot.info)
 }
 
-/// Nominates the node for the pod, then evicts the victims as upstream does: each gets a
-/// DisruptionTarget condition, a `Preempted` event, and a graceful delete.
-async fn preempt(client: &Client, recorder: &Recorder, pod: &PodInfo, preemption: preemption::Preemption) {
+/// Writes (or with None clears) the pod's `status.nominatedNodeName`.
+async fn nominate(client: &Client, pod: &PodInfo, node: Option<&str>) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-    let patch = json!({"status": {"nominatedNodeName": preemption.node}});
+    let patch = json!({"status": {"nominatedNodeName": node}});
     if let Err(e) = pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(patch)).await {
         tracing::debug!("pod {}: nomination not written: {e}", pod.key());
     }
+}
+
+/// Evicts the victims as upstream does (each gets a DisruptionTarget condition, a `Preempted`
+/// event, and a graceful delete), then nominates the node for the pod.
+async fn preempt(client: &Client, recorder: &Recorder, pod: &PodInfo, preemption: preemption::Preemption) {
     for victim in &preemption.victims {
         let victims: Api<Pod> = Api::namespaced(client.clone(), &victim.namespace);
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -446,7 +475,8 @@ async fn preempt(client: &Client, recorder: &Recorder, pod: &PodInfo, preemption
             "message": format!("{NAME}: preempting to accommodate a higher priority pod"),
             "lastTransitionTime": now,
         }]}});
-        if let Err(e) = victims.patch_status(&victim.name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+        if let Err(e) = victims.patch_status(&victim.name, &PatchParams::default(), &Patch::Strategic(condition)).await
+        {
             tracing::debug!("victim {}: condition not written: {e}", victim.key());
         }
         recorder.record(
@@ -462,6 +492,7 @@ async fn preempt(client: &Client, recorder: &Recorder, pod: &PodInfo, preemption
             Err(e) => tracing::debug!("victim {}: not deleted: {e}", victim.key()),
         }
     }
+    nominate(client, pod, Some(&preemption.node)).await;
 }
 
 /// Writes the PodScheduled=False condition and a FailedScheduling event.

@@ -57,7 +57,11 @@ impl Profile {
             .filter_map(|(_, p)| p.filter())
             .collect();
         let check = |node: &NodeInfo| -> Status {
-            filters.iter().map(|f| f.filter(&state, pod, node)).find(|s| !s.is_success()).unwrap_or_else(Status::success)
+            filters
+                .iter()
+                .map(|f| f.filter(&state, pod, node))
+                .find(|s| !s.is_success())
+                .unwrap_or_else(Status::success)
         };
         let mut best: Option<((i32, i64, usize), Preemption)> = None;
         for node in &snapshot.nodes {
@@ -65,7 +69,8 @@ impl Profile {
             if check(node).code != Code::Unschedulable {
                 continue;
             }
-            let mut lower: Vec<Arc<PodInfo>> = node.pods.iter().filter(|p| p.priority < pod.priority).cloned().collect();
+            let mut lower: Vec<Arc<PodInfo>> =
+                node.pods.iter().filter(|p| p.priority < pod.priority).cloned().collect();
             if lower.is_empty() {
                 continue;
             }

@@ -302,9 +302,13 @@ fn preemption_evicts_the_fewest_least_important_pods() {
 
     // Nothing of lower priority to evict, `Never`, or a node that cannot fit anyway: none.
     assert!(profile.preempt(&prioritized("humble", "1", 1, json!({})), &snapshot).is_none());
-    assert!(profile.preempt(&prioritized("polite", "1", 100, json!({"preemptionPolicy": "Never"})), &snapshot).is_none());
+    assert!(
+        profile.preempt(&prioritized("polite", "1", 100, json!({"preemptionPolicy": "Never"})), &snapshot).is_none()
+    );
     assert!(profile.preempt(&prioritized("huge", "3", 100, json!({})), &snapshot).is_none());
-    let tainted = node("t", json!({}), json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+    // A tainted node full of evictable pods: evicting them would not help.
+    let mut tainted = node("t", json!({}), json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
+    tainted.add_pod(Arc::new(prioritized("t-low", "2", 1, json!({}))));
     let only_tainted = Snapshot::new(vec![&tainted]);
     assert!(profile.preempt(&incoming, &only_tainted).is_none());
 }
