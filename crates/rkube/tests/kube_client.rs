@@ -480,6 +480,14 @@ async fn lists_from_the_cache(server: &ServerProcess) {
     let exact = cms.list(&ListParams::default().at(&revision).matching(kube::api::VersionMatch::Exact)).await.unwrap();
     assert_eq!(exact.metadata.resource_version.as_deref(), Some(revision.as_str()));
     assert!(!exact.items.iter().any(|c| c.metadata.name.as_deref() == Some("z-late")));
+    // The legacy exact read: a resourceVersion with a limit, and no resourceVersionMatch.
+    let request =
+        http::Request::get(format!("/api/v1/namespaces/default/configmaps?resourceVersion={revision}&limit=100"))
+            .body(Vec::new())
+            .unwrap();
+    let legacy: serde_json::Value = serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    assert_eq!(legacy["metadata"]["resourceVersion"].as_str(), Some(revision.as_str()), "{legacy}");
+    assert!(!legacy["items"].as_array().unwrap().iter().any(|c| c["metadata"]["name"] == "z-late"), "{legacy}");
 
     // A deletion leaves the cache too.
     cms.delete("c0", &DeleteParams::default()).await.unwrap();

@@ -288,7 +288,8 @@ async fn list_revision(state: &State, params: &ListParams) -> Result<Option<i64>
     }
     let revision = parse_revision(rv)?;
     if revision == 0 {
-        if exact {
+        // `0` with a limit is any revision, not the legacy exact read.
+        if exact && params.resource_version_match.as_deref().is_some_and(|m| !m.is_empty()) {
             return Err(ApiError::BadRequest(
                 "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
                     .into(),
