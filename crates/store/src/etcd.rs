@@ -426,8 +426,8 @@ async fn forward(
         };
         let response = match response {
             Ok(Some(r)) => r,
-            Ok(None) | Err(_) => match source.open(next).await {
-                Ok((reopened, _)) => {
+            Ok(None) | Err(_) => match reopen(&source, next, &events).await {
+                Ok(reopened) => {
                     stream = reopened;
                     continue;
                 }
@@ -459,6 +459,29 @@ async fn forward(
             }
             if events.send(converted).await.is_err() || failed {
                 return;
+            }
+        }
+    }
+}
+
+/// Opens the watch again from `next`. The client's channel may still route the first tries
+/// to the member that just died, so it tries for a while (the other members answer within
+/// moments) before the watch fails; a compacted revision fails at once.
+async fn reopen(
+    source: &WatchSource,
+    next: i64,
+    events: &mpsc::Sender<Result<WatchEvent>>,
+) -> Result<etcd_client::WatchStream> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 0;
+    loop {
+        match source.open(next).await {
+            Ok((reopened, _)) => return Ok(reopened),
+            Err(e @ StoreError::Compacted { .. }) => return Err(e),
+            Err(e) if attempt + 1 >= ATTEMPTS || events.is_closed() => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
     }
