@@ -390,6 +390,7 @@ async fn work(
         if memory.settled(&seen) {
             // Act, look at this pod alone, and act again, until nothing is left to do: a pod
             // goes from nothing to running without waiting for a relist of the whole node.
+            let mut looked = false;
             for _ in 0..MAX_ROUNDS {
                 let now = now_nanos();
                 let due = |name: &str| match seen.latest(name) {
@@ -406,12 +407,22 @@ async fn work(
                     execute(&ctx, &pod, &seen, &mut memory, step).await;
                 }
                 match crate::cri::observe_pod(&ctx.cri, &pod.uid().unwrap_or_default()).await {
-                    Ok(fresh) => seen = fresh,
+                    Ok(fresh) => {
+                        seen = fresh;
+                        looked = true;
+                    }
                     Err(e) => {
                         tracing::debug!("{}: {e}", pod.name_any());
                         break;
                     }
                 }
+            }
+            // The status comes from a look at this pod now, never from the node relist alone:
+            // a relist taken between this worker's create and start of a container shows it
+            // only created, and reporting that would take a running container back to
+            // ContainerCreating.
+            if !looked && let Ok(fresh) = crate::cri::observe_pod(&ctx.cri, &pod.uid().unwrap_or_default()).await {
+                seen = fresh;
             }
             collect_garbage(&ctx.cri, &seen).await;
         } else {

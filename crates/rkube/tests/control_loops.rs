@@ -553,11 +553,21 @@ fn sigterm_stops_a_busy_server() {
 fn rkube_simulate_joins_nodes_to_a_running_server_and_they_go_not_ready_when_it_stops() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(dir.path(), &["--node-monitor-grace-period", "4"]);
-    let mut simulate = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
-        .args(["simulate", "--nodes", "2", "--prefix", "joined-", "--capacity", "cpu=2", "--kubeconfig"])
-        .arg(server.kubeconfig())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, whichever way it ends.
+    struct Simulate(std::process::Child);
+    impl Drop for Simulate {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut simulate = Simulate(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["simulate", "--nodes", "2", "--prefix", "joined-", "--capacity", "cpu=2", "--kubeconfig"])
+            .arg(server.kubeconfig())
+            .spawn()
+            .unwrap(),
+    );
     let ready = |server: &ServerProcess| {
         let nodes = json(server, &["get", "nodes", "-l", "rkube.io/simulated=true"]);
         nodes["items"]
@@ -582,8 +592,8 @@ fn rkube_simulate_joins_nodes_to_a_running_server_and_they_go_not_ready_when_it_
     server.ok(KUBECTL, &["create", "deployment", "web", "--image=busybox", "--replicas=2"]);
     server.ok(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=30s"]);
     // The nodes stop with the command, and the server notices.
-    let _ = std::process::Command::new("kill").args(["-TERM", &simulate.id().to_string()]).status();
-    let _ = simulate.wait();
+    let _ = std::process::Command::new("kill").args(["-TERM", &simulate.0.id().to_string()]).status();
+    let _ = simulate.0.wait();
     eventually(Duration::from_secs(30), || ready(&server), |nodes| nodes.iter().all(|(_, r)| r == "\"Unknown\""));
     // A bad kubeconfig is a clear error, not a hang.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkube"))

@@ -275,11 +275,7 @@ impl WatchCache {
             return None;
         }
         let feed = cache.feed.lock().ok()?;
-        let mut under = feed
-            .objects
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(_, entry)| entry.clone());
+        let mut under = under(&feed.objects, prefix);
         let entries: Vec<Arc<Entry>> = match take {
             Some(n) => under.by_ref().take(n).collect(),
             None => under.by_ref().collect(),
@@ -305,12 +301,7 @@ impl WatchCache {
         }
         let (listing, receiver) = {
             let feed = cache.feed.lock().ok()?;
-            let entries = feed
-                .objects
-                .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
-                .take_while(|(key, _)| key.starts_with(&prefix))
-                .map(|(_, entry)| entry.clone())
-                .collect();
+            let entries = under(&feed.objects, &prefix).collect();
             (Listing { revision: feed.revision, entries, more: false }, feed.sender.subscribe())
         };
         let from = listing.revision + 1;
@@ -402,6 +393,14 @@ impl WatchCache {
         let _ = cache.task.set(task);
         Ok(cache)
     }
+}
+
+/// The objects whose keys start with `prefix`, in key order.
+fn under<'a>(objects: &'a BTreeMap<String, Arc<Entry>>, prefix: &'a str) -> impl Iterator<Item = Arc<Entry>> + 'a {
+    objects
+        .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(prefix))
+        .map(|(_, entry)| entry.clone())
 }
 
 /// The store watch's events, each held back by `RKUBE_WATCH_CACHE_LAG_MS` if that is set: a
