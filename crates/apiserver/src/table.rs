@@ -76,25 +76,26 @@ pub enum Shape {
 
 pub fn shape(headers: &HeaderMap) -> Shape {
     if requested(headers) {
-        return Shape::Table;
+        Shape::Table
+    } else if accepts_as(headers, &["PartialObjectMetadata", "PartialObjectMetadataList"]) {
+        Shape::Metadata
+    } else {
+        Shape::Full
     }
-    let metadata = headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
-        accept.split(',').any(|media| {
-            let params: Vec<&str> = media.split(';').map(str::trim).collect();
-            (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList"))
-                && params.contains(&"g=meta.k8s.io")
-                && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
-        })
-    });
-    if metadata { Shape::Metadata } else { Shape::Full }
 }
 
 /// Whether the client asked for a Table (kubectl's Accept lists it first).
 pub fn requested(headers: &HeaderMap) -> bool {
+    accepts_as(headers, &["Table"])
+}
+
+/// Whether an Accept header lists a `meta.k8s.io/v1` (or `v1beta1`) media type `as=` one of
+/// `kinds`.
+fn accepts_as(headers: &HeaderMap, kinds: &[&str]) -> bool {
     headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
         accept.split(',').any(|media| {
             let params: Vec<&str> = media.split(';').map(str::trim).collect();
-            params.contains(&"as=Table")
+            params.iter().any(|p| p.strip_prefix("as=").is_some_and(|k| kinds.contains(&k)))
                 && params.contains(&"g=meta.k8s.io")
                 && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
         })

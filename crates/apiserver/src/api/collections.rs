@@ -93,7 +93,6 @@ pub(super) async fn read_collection(
     if matches!(params.watch.as_deref(), Some("true" | "1")) {
         return watch_collection(state, kind, kind, prefix, selector, params, shape, None).await;
     }
-    let as_table = shape == Shape::Table;
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     options.revision = list_revision(state, &params).await?;
     let wanted = params.limit.filter(|l| *l > 0);
@@ -116,24 +115,10 @@ pub(super) async fn read_collection(
                     break;
                 }
             }
-            let mut metadata = json!({"resourceVersion": listing.revision.to_string()});
             // The next page comes from the store, at this page's revision.
-            if let (true, Some(last)) = (more, chosen.last()) {
-                metadata["continue"] = json!(encode_continue(listing.revision, &last.key));
-            }
-            if as_table {
-                let items = chosen.iter().map(|e| e.object()).collect::<Result<Vec<_>, _>>()?;
-                return Ok(table_response(kind, &params, &items, metadata));
-            }
-            if shape == Shape::Metadata {
-                let items = chosen.iter().map(|e| partial_json(&e.json)).collect::<Result<Vec<_>, _>>()?;
-                return Ok(list_response(METADATA_LIST, metadata, items.iter().map(Vec::as_slice)));
-            }
-            return Ok(list_response(
-                (kind.list_kind, kind.api_version),
-                metadata,
-                chosen.iter().map(|e| e.json.as_slice()),
-            ));
+            let continue_after = chosen.last().filter(|_| more).map(|last| last.key.as_str());
+            let objects: Vec<&[u8]> = chosen.iter().map(|e| e.json.as_slice()).collect();
+            return list_answer(kind, &params, shape, listing.revision, continue_after, &objects);
         }
     }
     state.metrics.count_list(kind.plural, metrics::ListSource::Store);
@@ -147,9 +132,8 @@ pub(super) async fn read_collection(
     }
     // The limit counts selected objects, as upstream's: pages of the store are read until
     // enough match, and the continue token resumes after the last key examined.
-    // Objects are kept as parsed values only for a Table; a plain list splices each stored
-    // JSON into the response as it is, which is most of the cost of a big list avoided.
-    let mut items: Vec<Value> = Vec::new();
+    // Each stored JSON is spliced into the response as it is, which is most of the cost of a
+    // big list avoided; objects are parsed only to be selected.
     let mut raw: Vec<Vec<u8>> = Vec::new();
     let (revision, last_key, more) = loop {
         let page = state.store.list(&options).await.map_err(|e| match e {
@@ -164,20 +148,11 @@ pub(super) async fn read_collection(
         let mut filled = false;
         for (i, kv) in page.items.iter().enumerate() {
             examined = Some(i);
-            if as_table || filtering {
-                let object = with_revision(kv)?;
-                if !selector.matches(&object) {
-                    continue;
-                }
-                if as_table {
-                    items.push(object);
-                } else {
-                    raw.push(with_revision_bytes(kv)?);
-                }
-            } else {
-                raw.push(with_revision_bytes(kv)?);
+            if filtering && !selector.matches(&with_revision(kv)?) {
+                continue;
             }
-            if wanted.is_some_and(|w| items.len() + raw.len() >= w) {
+            raw.push(with_revision_bytes(kv)?);
+            if wanted.is_some_and(|w| raw.len() >= w) {
                 filled = true;
                 break;
             }
@@ -189,29 +164,42 @@ pub(super) async fn read_collection(
         }
         options.revision = Some(page.revision);
         options.after = last;
-        options.limit = wanted.map(|w| (w - items.len() - raw.len()).max(64));
+        options.limit = wanted.map(|w| (w - raw.len()).max(64));
     };
-    let mut metadata = json!({"resourceVersion": revision.to_string()});
-    if let (true, Some(last)) = (more, last_key) {
-        metadata["continue"] = json!(encode_continue(revision, &last));
-    }
-    if as_table {
-        return Ok(table_response(kind, &params, &items, metadata));
-    }
-    if shape == Shape::Metadata {
-        let items = raw.iter().map(|r| partial_json(r)).collect::<Result<Vec<_>, _>>()?;
-        return Ok(list_response(METADATA_LIST, metadata, items.iter().map(Vec::as_slice)));
-    }
-    Ok(list_response((kind.list_kind, kind.api_version), metadata, raw.iter().map(Vec::as_slice)))
+    let continue_after = last_key.as_deref().filter(|_| more);
+    let objects: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+    list_answer(kind, &params, shape, revision, continue_after, &objects)
 }
 
-/// The list kind and apiVersion of a metadata-only list.
-const METADATA_LIST: (&str, &str) = ("PartialObjectMetadataList", "meta.k8s.io/v1");
-
-fn table_response(kind: &Kind, params: &ListParams, items: &[Value], metadata: Value) -> Response {
-    let include = Include::parse(params.include_object.as_deref());
-    let now = time::OffsetDateTime::now_utc();
-    axum::Json(table::table(kind.columns, items, include, metadata, now)).into_response()
+/// One page of a list, read from the cache or the store, in the shape the client asked for:
+/// the objects' JSON, the revision they are all at, and the key the next page starts after.
+fn list_answer(
+    kind: &Kind,
+    params: &ListParams,
+    shape: Shape,
+    revision: i64,
+    continue_after: Option<&str>,
+    objects: &[&[u8]],
+) -> Result<Response, ApiError> {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(last) = continue_after {
+        metadata["continue"] = json!(encode_continue(revision, last));
+    }
+    match shape {
+        Shape::Table => {
+            let parse = |o: &&[u8]| serde_json::from_slice(o).map_err(|e| ApiError::Internal(e.to_string()));
+            let items = objects.iter().map(parse).collect::<Result<Vec<Value>, _>>()?;
+            let include = Include::parse(params.include_object.as_deref());
+            let now = time::OffsetDateTime::now_utc();
+            Ok(axum::Json(table::table(kind.columns, &items, include, metadata, now)).into_response())
+        }
+        Shape::Metadata => {
+            let items = objects.iter().map(|o| partial_json(o)).collect::<Result<Vec<_>, _>>()?;
+            let list = ("PartialObjectMetadataList", "meta.k8s.io/v1");
+            Ok(list_response(list, metadata, items.iter().map(Vec::as_slice)))
+        }
+        Shape::Full => Ok(list_response((kind.list_kind, kind.api_version), metadata, objects.iter().copied())),
+    }
 }
 
 /// A list's JSON, with each object's JSON spliced in as it is.

@@ -200,10 +200,7 @@ fn metadata_open_brace(json: &[u8]) -> Option<usize> {
             b'}' | b']' => depth = depth.checked_sub(1)?,
             b'"' => {
                 let start = i + 1;
-                i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
-                }
+                i = string_end(json, i);
                 if depth == 1 && &json[start..i.min(json.len())] == b"metadata" && json.get(i + 1) == Some(&b':') {
                     return (json.get(i + 2) == Some(&b'{')).then_some(i + 2);
                 }
@@ -228,17 +225,21 @@ fn metadata_span(json: &[u8]) -> Option<(usize, usize)> {
                     return Some((start, i + 1));
                 }
             }
-            b'"' => {
-                i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
-                }
-            }
+            b'"' => i = string_end(json, i),
             _ => {}
         }
         i += 1;
     }
     None
+}
+
+/// The offset of the quote closing the JSON string opened at `open` (or the end of the input).
+fn string_end(json: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while i < json.len() && json[i] != b'"' {
+        i += if json[i] == b'\\' { 2 } else { 1 };
+    }
+    i
 }
 
 /// An object as a `PartialObjectMetadata`: its metadata alone.
