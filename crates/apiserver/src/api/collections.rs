@@ -117,7 +117,7 @@ pub(super) async fn read_collection(
             }
             // The next page comes from the store, at this page's revision.
             let continue_after = chosen.last().filter(|_| more).map(|last| last.key.as_str());
-            let objects: Vec<&[u8]> = chosen.iter().map(|e| e.json.as_slice()).collect();
+            let objects: Vec<&[u8]> = chosen.iter().map(|e| &e.json[..]).collect();
             return list_answer(kind, &params, shape, listing.revision, continue_after, &objects);
         }
     }
@@ -369,15 +369,12 @@ pub(super) async fn watch_collection(
                     continue;
                 }
                 if convert.is_none() && !as_table {
-                    let partial;
-                    let object = if metadata_only {
-                        partial = partial_json(&entry.json)?;
-                        &partial
+                    let line = if metadata_only {
+                        watch_line("ADDED", &partial_json(&entry.json)?)
                     } else {
-                        &entry.json
+                        watch_line("ADDED", &entry.json)
                     };
-                    let json = String::from_utf8_lossy(object);
-                    initial.push(Line::Text(format!("{{\"type\":\"ADDED\",\"object\":{json}}}\n")));
+                    initial.push(Line::Text(line));
                     continue;
                 }
                 let object = entry.object()?;
@@ -474,7 +471,7 @@ pub(super) async fn watch_collection(
         .chain(live)
         .map(move |line| {
             let text = match line {
-                Line::Text(text) => text,
+                Line::Text(text) => return Ok::<_, std::io::Error>(text),
                 Line::Value(mut event) => {
                     let changed = matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED"));
                     if as_table && changed {
@@ -512,9 +509,10 @@ fn shown(kind: &Kind, convert: Option<fn(Value) -> Value>, object: Value) -> Val
     }
 }
 
-/// A line of a watch: already serialized, or a value still to be (tables, initial events).
+/// A line of a watch: already serialized, or a value still to be (tables, converted
+/// versions, bookmarks).
 enum Line {
-    Text(String),
+    Text(Bytes),
     Value(Value),
 }
 
@@ -531,40 +529,37 @@ fn event_line(
     convert: Option<fn(Value) -> Value>,
     metadata_only: bool,
 ) -> Option<Line> {
-    let line = |event: &str, now: bool| match convert {
+    let line = |event: EventType| match convert {
         // A converted version has its own JSON; the shared form is the stored version's.
         Some(convert) => {
-            let object = if now { cached.now()? } else { cached.before()? };
-            Some(Line::Value(json!({"type": event, "object": shown(kind, Some(convert), object.clone())})))
+            let object = match event {
+                EventType::Added | EventType::Modified => cached.now()?,
+                EventType::Deleted => cached.before()?,
+            };
+            Some(Line::Value(json!({"type": event.as_str(), "object": shown(kind, Some(convert), object.clone())})))
         }
-        None => {
-            let object = if now { cached.now_json()? } else { cached.before_json()? };
-            if metadata_only {
-                let partial = partial_json(object.as_bytes()).ok()?;
-                let partial = String::from_utf8_lossy(&partial);
-                return Some(Line::Text(format!("{{\"type\":\"{event}\",\"object\":{partial}}}\n")));
-            }
-            Some(Line::Text(format!("{{\"type\":\"{event}\",\"object\":{object}}}\n")))
-        }
+        None => cached.line(event, metadata_only).map(Line::Text),
     };
+    // Without a selector every object matches, and nothing need be parsed.
+    let everything = selector.is_empty();
     match &cached.event {
         WatchEvent::Put { kv, prev } => {
-            let now = cached.now().is_some_and(|o| selector.matches(o));
+            let now = everything || cached.now().is_some_and(|o| selector.matches(o));
             let before = match prev {
-                Some(_) => cached.before().is_some_and(|o| selector.matches(o)),
+                Some(_) => everything || cached.before().is_some_and(|o| selector.matches(o)),
                 // History compacted away: only the version tells a create from an update.
                 None => kv.version > 1 && now,
             };
             match (before, now) {
-                (false, true) => line("ADDED", true),
-                (true, true) => line("MODIFIED", true),
-                (true, false) => line("DELETED", false),
+                (false, true) => line(EventType::Added),
+                (true, true) => line(EventType::Modified),
+                (true, false) => line(EventType::Deleted),
                 (false, false) => None,
             }
         }
         WatchEvent::Delete { prev: Some(_), .. } => {
-            if selector.matches(cached.before()?) {
-                line("DELETED", false)
+            if everything || selector.matches(cached.before()?) {
+                line(EventType::Deleted)
             } else {
                 None
             }

@@ -45,7 +45,7 @@ use deletion::*;
 use kinds::*;
 use objects::*;
 use subresources::*;
-use watchcache::{Cached, Entry, Freshness, Served};
+use watchcache::{Cached, Entry, EventType, Freshness, Served, watch_line};
 
 /// The Kubernetes version rkube implements; `/usr/bin/kubectl` picks its client by it.
 pub const KUBE_MINOR: &str = "33";

@@ -173,19 +173,28 @@ pub(super) fn with_revision(kv: &KeyValue) -> Result<Value, ApiError> {
 /// it: lists of thousands of objects are mostly this. Falls back to parsing if the bytes are
 /// not the shape `encode` writes.
 pub(super) fn with_revision_bytes(kv: &KeyValue) -> Result<Vec<u8>, ApiError> {
-    let field = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
-    match metadata_open_brace(&kv.value) {
+    revision_spliced(&kv.value, kv.mod_revision)
+}
+
+/// Stored JSON with `revision` spliced in as its resourceVersion (see `with_revision_bytes`).
+pub(super) fn revision_spliced(value: &[u8], revision: i64) -> Result<Vec<u8>, ApiError> {
+    let field = format!("\"resourceVersion\":\"{revision}\"");
+    match metadata_open_brace(value) {
         Some(at) => {
-            let mut out = Vec::with_capacity(kv.value.len() + field.len() + 1);
-            out.extend_from_slice(&kv.value[..=at]);
+            let mut out = Vec::with_capacity(value.len() + field.len() + 1);
+            out.extend_from_slice(&value[..=at]);
             out.extend_from_slice(field.as_bytes());
-            if kv.value.get(at + 1) != Some(&b'}') {
+            if value.get(at + 1) != Some(&b'}') {
                 out.push(b',');
             }
-            out.extend_from_slice(&kv.value[at + 1..]);
+            out.extend_from_slice(&value[at + 1..]);
             Ok(out)
         }
-        None => serde_json::to_vec(&with_revision(kv)?).map_err(|e| ApiError::Internal(e.to_string())),
+        None => {
+            let mut object: Value = serde_json::from_slice(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+            object["metadata"]["resourceVersion"] = json!(revision.to_string());
+            serde_json::to_vec(&object).map_err(|e| ApiError::Internal(e.to_string()))
+        }
     }
 }
 

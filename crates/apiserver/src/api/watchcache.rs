@@ -31,12 +31,35 @@ const FRESH_WAIT: Duration = Duration::from_secs(3);
 const PROGRESS_BROADCAST: Duration = BOOKMARK_INTERVAL;
 
 /// A store event with its decoded and encoded forms, computed once and shared.
+///
+/// Watchers with no selector never parse the object: the stored JSON gets its
+/// resourceVersion spliced in, and each whole watch line is made once for all of them.
 pub(super) struct Cached {
     pub(super) event: WatchEvent,
     now: OnceLock<Option<Value>>,
     before: OnceLock<Option<Value>>,
-    now_json: OnceLock<Option<String>>,
-    before_json: OnceLock<Option<String>>,
+    now_json: OnceLock<Option<Bytes>>,
+    before_json: OnceLock<Option<Bytes>>,
+    /// Whole lines, by event type and shape (full or metadata-only).
+    lines: [OnceLock<Option<Bytes>>; 6],
+}
+
+/// The type of a watch event line carrying an object.
+#[derive(Clone, Copy)]
+pub(super) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
 }
 
 impl Cached {
@@ -47,57 +70,97 @@ impl Cached {
             before: OnceLock::new(),
             now_json: OnceLock::new(),
             before_json: OnceLock::new(),
+            lines: Default::default(),
         }
+    }
+
+    /// An event whose new object's JSON (with its resourceVersion) is already made.
+    fn with_now_json(event: WatchEvent, json: Bytes) -> Cached {
+        let cached = Cached::new(event);
+        let _ = cached.now_json.set(Some(json));
+        cached
     }
 
     /// The object after a put, with its resourceVersion.
     pub(super) fn now(&self) -> Option<&Value> {
-        self.now
-            .get_or_init(|| match &self.event {
-                WatchEvent::Put { kv, .. } => with_revision(kv).ok(),
-                _ => None,
-            })
-            .as_ref()
+        self.now.get_or_init(|| serde_json::from_slice(self.now_json()?).ok()).as_ref()
     }
 
     /// The object before the event, stamped with the event's revision (as a DELETED event
     /// carries it).
     pub(super) fn before(&self) -> Option<&Value> {
-        self.before
+        self.before.get_or_init(|| serde_json::from_slice(self.before_json()?).ok()).as_ref()
+    }
+
+    pub(super) fn now_json(&self) -> Option<&Bytes> {
+        self.now_json
+            .get_or_init(|| match &self.event {
+                WatchEvent::Put { kv, .. } => with_revision_bytes(kv).ok().map(Bytes::from),
+                _ => None,
+            })
+            .as_ref()
+    }
+
+    pub(super) fn before_json(&self) -> Option<&Bytes> {
+        self.before_json
             .get_or_init(|| {
                 let (prev, revision) = match &self.event {
                     WatchEvent::Put { kv, prev } => (prev.as_ref(), kv.mod_revision),
                     WatchEvent::Delete { prev, revision, .. } => (prev.as_ref(), *revision),
                     WatchEvent::Progress { .. } => (None, 0),
                 };
-                let mut object: Value = serde_json::from_slice(&prev?.value).ok()?;
-                object["metadata"]["resourceVersion"] = json!(revision.to_string());
-                Some(object)
+                revision_spliced(&prev?.value, revision).ok().map(Bytes::from)
             })
             .as_ref()
     }
 
-    pub(super) fn now_json(&self) -> Option<&str> {
-        self.now_json.get_or_init(|| self.now().map(Value::to_string)).as_deref()
+    /// The watch line `{"type":...,"object":...}` for this event: the new object for ADDED
+    /// and MODIFIED, the old one for DELETED; as `PartialObjectMetadata` if `metadata_only`.
+    pub(super) fn line(&self, event: EventType, metadata_only: bool) -> Option<Bytes> {
+        self.lines[event as usize * 2 + metadata_only as usize]
+            .get_or_init(|| {
+                let object = match event {
+                    EventType::Added | EventType::Modified => self.now_json()?,
+                    EventType::Deleted => self.before_json()?,
+                };
+                let partial;
+                let object = if metadata_only {
+                    partial = partial_json(object).ok()?;
+                    &partial[..]
+                } else {
+                    &object[..]
+                };
+                Some(watch_line(event.as_str(), object))
+            })
+            .clone()
     }
+}
 
-    pub(super) fn before_json(&self) -> Option<&str> {
-        self.before_json.get_or_init(|| self.before().map(Value::to_string)).as_deref()
-    }
+/// `{"type":TYPE,"object":OBJECT}` and a newline, from the object's JSON.
+pub(super) fn watch_line(event: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + event.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(event.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// One object as the cache holds it.
 pub(super) struct Entry {
     pub(super) key: String,
-    /// The stored JSON with its resourceVersion spliced in: what a list sends.
-    pub(super) json: Vec<u8>,
+    /// The stored JSON with its resourceVersion spliced in: what a list sends, and what the
+    /// event that put it sends.
+    pub(super) json: Bytes,
     /// The fields and labels selectors look at, extracted on first use.
     selectable: OnceLock<Value>,
 }
 
 impl Entry {
     fn new(kv: &KeyValue) -> Option<Entry> {
-        Some(Entry { key: kv.key.clone(), json: with_revision_bytes(kv).ok()?, selectable: OnceLock::new() })
+        let json = Bytes::from(with_revision_bytes(kv).ok()?);
+        Some(Entry { key: kv.key.clone(), json, selectable: OnceLock::new() })
     }
 
     /// The object, parsed.
@@ -188,9 +251,11 @@ impl KindCache {
     fn apply(&self, event: WatchEvent) -> Option<i64> {
         let mut feed = self.feed.lock().ok()?;
         let revision = event.revision();
+        let mut json = None;
         match &event {
             WatchEvent::Put { kv, .. } => match Entry::new(kv) {
                 Some(entry) => {
+                    json = Some(entry.json.clone());
                     feed.objects.insert(kv.key.clone(), Arc::new(entry));
                 }
                 // Never serve an old version of an object the cache could not read.
@@ -204,7 +269,10 @@ impl KindCache {
             WatchEvent::Progress { .. } => self.progress_asked.store(false, std::sync::atomic::Ordering::Release),
         }
         feed.revision = feed.revision.max(revision);
-        let cached = Arc::new(Cached::new(event));
+        let cached = Arc::new(match json {
+            Some(json) => Cached::with_now_json(event, json),
+            None => Cached::new(event),
+        });
         if matches!(cached.event, WatchEvent::Progress { .. }) {
             let now = tokio::time::Instant::now();
             if now.duration_since(feed.last_progress_broadcast) < PROGRESS_BROADCAST {
