@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
 use k8s_openapi::jiff::Timestamp;
+use crate::informer::Informer;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,7 +33,8 @@ struct Context {
     recorder: Recorder,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let context =
         Arc::new(Context { recorder: Recorder::start(client.clone(), "daemonset-controller"), client: client.clone() });
     // Any node change may change where daemons belong: look at every DaemonSet again.
@@ -41,7 +43,7 @@ pub async fn run(client: Client) {
         .touched_objects()
         .map(|_| ());
     Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
+        .owns_shared_stream(pods.touched())
         .reconcile_all_on(nodes)
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})

@@ -12,6 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
+use crate::informer::Informer;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -27,13 +28,14 @@ struct Context {
     client: Client,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let (budgets, writer) = reflector::store::<PodDisruptionBudget>();
     let budget_watch = watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .for_each(|_| async {});
-    let covering = move |pod: Pod| {
+    let covering = move |pod: Arc<Pod>| {
         let namespace = pod.namespace();
         budgets
             .state()
@@ -46,7 +48,7 @@ pub async fn run(client: Client) {
             .collect::<Vec<_>>()
     };
     let controller = Controller::new(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), covering)
+        .watches_shared_stream(pods.touched(), covering)
         .run(reconcile, error_policy, Arc::new(Context { client }))
         .for_each(|_| async {});
     tokio::join!(budget_watch, controller);

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use crate::informer::Informer;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -31,14 +32,15 @@ struct Context {
     client: Client,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     // Services by namespace, to map a pod event to the services selecting it.
     let (services, writer) = reflector::store::<Service>();
     let service_watch = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .for_each(|_| async {});
-    let selecting = move |pod: Pod| {
+    let selecting = move |pod: Arc<Pod>| {
         let (namespace, pod_labels) = (pod.namespace().unwrap_or_default(), pod.labels().clone());
         services
             .state()
@@ -52,7 +54,7 @@ pub async fn run(client: Client) {
             .collect::<Vec<_>>()
     };
     let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), selecting)
+        .watches_shared_stream(pods.touched(), selecting)
         .run(reconcile, error_policy, Arc::new(Context { client }))
         .for_each(|_| async {});
     tokio::join!(service_watch, controller);

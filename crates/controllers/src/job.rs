@@ -11,6 +11,7 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use crate::informer::Informer;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -29,11 +30,12 @@ struct Context {
     recorder: Recorder,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let context =
         Arc::new(Context { recorder: Recorder::start(client.clone(), "job-controller"), client: client.clone() });
     Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
+        .owns_shared_stream(pods.touched())
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;

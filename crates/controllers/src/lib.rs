@@ -16,6 +16,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod informer;
 pub mod job;
 pub mod labels;
 pub mod leader;
@@ -31,6 +32,9 @@ pub mod statefulset;
 pub mod volumebinding;
 pub mod workqueue;
 
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,30 +70,32 @@ impl Controllers {
     /// each under its leader election.
     pub fn start(client: kube::Client, config: Config) -> Controllers {
         let mut tasks = JoinSet::new();
-        let c = client.clone();
+        // One pod watch for the scheduler and every controller that follows pods.
+        let pods = Arc::new(informer::Informer::<Pod>::new(kube::Api::all(client.clone())));
+        let (c, p) = (client.clone(), pods.clone());
         tasks.spawn(leader::run_elected(client.clone(), SCHEDULER_LEASE, config.election.clone(), move || {
-            scheduler::run(c.clone())
+            scheduler::run(c.clone(), p.clone())
         }));
         let c = client.clone();
         let lifecycle = config.node_lifecycle.clone();
         let cluster_cidr = config.cluster_cidr;
         tasks.spawn(leader::run_elected(client, CONTROLLER_MANAGER_LEASE, config.election, move || {
-            let (c, lifecycle) = (c.clone(), lifecycle.clone());
+            let (c, lifecycle, pods) = (c.clone(), lifecycle.clone(), pods.clone());
             async move {
                 tokio::join!(
                     namespace::run(c.clone()),
                     gc::run(c.clone()),
-                    replicaset::run(c.clone()),
+                    replicaset::run(c.clone(), pods.clone()),
                     deployment::run(c.clone()),
                     nodelifecycle::run(c.clone(), lifecycle),
                     nodeipam::run(c.clone(), cluster_cidr),
-                    job::run(c.clone()),
+                    job::run(c.clone(), pods.clone()),
                     cronjob::run(c.clone()),
-                    statefulset::run(c.clone()),
-                    daemonset::run(c.clone()),
+                    statefulset::run(c.clone(), pods.clone()),
+                    daemonset::run(c.clone(), pods.clone()),
                     serviceaccount::run(c.clone()),
-                    endpoints::run(c.clone()),
-                    disruption::run(c.clone()),
+                    endpoints::run(c.clone(), pods.clone()),
+                    disruption::run(c.clone(), pods),
                     quota::run(c.clone()),
                     volumebinding::run(c.clone()),
                 );

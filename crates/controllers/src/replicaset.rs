@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use crate::informer::Informer;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -32,17 +33,18 @@ struct Context {
     recorder: Recorder,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     tokio::join!(
-        run_for::<ReplicaSet>(client.clone(), "replicaset-controller"),
-        run_for::<ReplicationController>(client, "replication-controller"),
+        run_for::<ReplicaSet>(client.clone(), &pods, "replicaset-controller"),
+        run_for::<ReplicationController>(client, &pods, "replication-controller"),
     );
 }
 
-async fn run_for<K: Replicated>(client: Client, component: &'static str) {
+async fn run_for<K: Replicated>(client: Client, pods: &Informer<Pod>, component: &'static str) {
     let context = Arc::new(Context { recorder: Recorder::start(client.clone(), component), client: client.clone() });
     Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
+        .owns_shared_stream(pods.touched())
         .run(reconcile::<K>, error_policy::<K>, context)
         .for_each(|_| async {})
         .await;

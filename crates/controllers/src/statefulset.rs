@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVol
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use crate::informer::Informer;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -35,13 +36,14 @@ struct Context {
     recorder: Recorder,
 }
 
-pub async fn run(client: Client) {
+/// `pods` is the shared pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let context = Arc::new(Context {
         recorder: Recorder::start(client.clone(), "statefulset-controller"),
         client: client.clone(),
     });
     Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
+        .owns_shared_stream(pods.touched())
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;

@@ -27,6 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{Recorder, Type};
+use crate::informer::Informer;
 use cycle::Profile;
 use framework::{NodeInfo, PodInfo, Snapshot};
 use queue::Queue;
@@ -122,8 +123,9 @@ fn terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-/// Runs the scheduler until its task is dropped.
-pub async fn run(client: Client) {
+/// Runs the scheduler until its task is dropped. It follows pods through `pods`, the shared
+/// pod informer.
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let shared = Arc::new(Shared::default());
     let recorder = Recorder::start(client.clone(), NAME);
     let runtime = tokio::runtime::Handle::current();
@@ -156,7 +158,7 @@ pub async fn run(client: Client) {
             }
         }
     };
-    tokio::join!(watch_nodes(&client, &shared), watch_pods(&client, &shared), flush);
+    tokio::join!(watch_nodes(&client, &shared), watch_pods(&pods, &shared), flush);
     drop(cycles);
 }
 
@@ -235,18 +237,10 @@ fn remove_node(cache: &mut Cache, name: &str) -> bool {
     false
 }
 
-async fn watch_pods(client: &Client, shared: &Shared) {
-    let pods: Api<Pod> = Api::all(client.clone());
+async fn watch_pods(pods: &Informer<Pod>, shared: &Shared) {
     let mut seen: Option<HashSet<String>> = None;
-    let mut events = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
+    let mut events = pods.events().boxed();
     while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::debug!("scheduler pod watch: {e}");
-                continue;
-            }
-        };
         let (mut cache, mut queue) = (lock(&shared.cache), lock(&shared.queue));
         let freed = match event {
             Event::Init => {
@@ -287,8 +281,8 @@ async fn watch_pods(client: &Client, shared: &Shared) {
 }
 
 /// Files the pod: placed on its node, or queued for one. True when resources were freed.
-fn apply_pod(cache: &mut Cache, queue: &mut Queue, pod: Pod) -> bool {
-    let info = Arc::new(PodInfo::new(Arc::new(pod)));
+fn apply_pod(cache: &mut Cache, queue: &mut Queue, pod: Arc<Pod>) -> bool {
+    let info = Arc::new(PodInfo::new(pod));
     let key = info.key();
     let pod = &info.pod;
     if let Some(node) = node_name(pod).map(str::to_owned) {
