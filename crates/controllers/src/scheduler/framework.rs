@@ -374,6 +374,11 @@ impl<'a> Snapshot<'a> {
         Snapshot { nodes, index: None, affinity_pods, required_anti_affinity_pods }
     }
 
+    /// A snapshot whose pod counts the caller keeps (summing them is a pass over every node).
+    pub fn with_counts(nodes: Vec<&'a NodeInfo>, affinity_pods: usize, required_anti_affinity_pods: usize) -> Snapshot<'a> {
+        Snapshot { nodes, index: None, affinity_pods, required_anti_affinity_pods }
+    }
+
     pub fn with_index(mut self, index: &'a super::index::AffinityIndex, lookup: &'a NodeLookup<'a>) -> Snapshot<'a> {
         self.index = Some((index, lookup));
         self

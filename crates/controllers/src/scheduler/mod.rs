@@ -40,9 +40,18 @@ const BINDERS: usize = 128;
 /// What is placed where: every node, and the node of every pod the scheduler knows is on one.
 #[derive(Default)]
 struct Cache {
-    nodes: HashMap<String, Slot>,
+    /// The nodes that exist, contiguous so a cycle's snapshot is a list of references made
+    /// without looking at them (a removed node's place goes to the last one).
+    nodes: Vec<NodeInfo>,
+    by_name: HashMap<String, usize>,
+    /// The pods on nodes the scheduler has not seen (yet, or any more), by node name.
+    orphans: HashMap<String, NodeInfo>,
     /// Pod uid → node, for pods bound or assumed.
     placed: HashMap<String, String>,
+    /// Placed pods with pod (anti-)affinity terms, and with required anti-affinity ones, kept
+    /// as counts so a cycle need not sum them over every node.
+    affinity_pods: usize,
+    required_anti_affinity_pods: usize,
     /// Pending pods that preempted others, by uid, with the node they wait for. Their
     /// requests count on that node for pods of no higher priority, so the room freed for
     /// them is not taken (upstream's nominated pods).
@@ -53,19 +62,22 @@ struct Cache {
     index: index::AffinityIndex,
 }
 
-/// A node, or the pods of one the scheduler has not seen (yet, or any more).
-struct Slot {
-    exists: bool,
-    info: NodeInfo,
-}
-
 impl Cache {
-    fn slot(&mut self, node: &str) -> &mut Slot {
-        self.nodes.entry(node.to_owned()).or_insert_with(|| {
-            let mut placeholder = Node::default();
-            placeholder.metadata.name = Some(node.to_owned());
-            Slot { exists: false, info: NodeInfo::new(Arc::new(placeholder)) }
-        })
+    /// The node, if it exists.
+    fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Where a pod on `node` is kept: the node, or its orphans.
+    fn slot(&mut self, node: &str) -> &mut NodeInfo {
+        match self.by_name.get(node) {
+            Some(&i) => &mut self.nodes[i],
+            None => self.orphans.entry(node.to_owned()).or_insert_with(|| {
+                let mut placeholder = Node::default();
+                placeholder.metadata.name = Some(node.to_owned());
+                NodeInfo::new(Arc::new(placeholder))
+            }),
+        }
     }
 
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
@@ -74,21 +86,65 @@ impl Cache {
         self.preempting.remove(&pod.uid);
         self.placed.insert(pod.uid.clone(), node.to_owned());
         self.index.add(&pod, node);
-        self.slot(node).info.add_pod(pod);
+        self.affinity_pods += pod.has_pod_affinity as usize;
+        self.required_anti_affinity_pods += pod.has_required_anti_affinity as usize;
+        self.slot(node).add_pod(pod);
     }
 
     /// Removes a pod from its node; true if it was placed.
     fn forget(&mut self, uid: &str) -> bool {
         let Some(node) = self.placed.remove(uid) else { return false };
-        if let Some(slot) = self.nodes.get_mut(&node) {
-            if let Some(pod) = slot.info.remove_pod(uid) {
-                self.index.remove(&pod, &node);
+        let removed = match self.by_name.get(&node) {
+            Some(&i) => self.nodes[i].remove_pod(uid),
+            None => {
+                let removed = self.orphans.get_mut(&node).and_then(|o| o.remove_pod(uid));
+                if self.orphans.get(&node).is_some_and(|o| o.pods.is_empty()) {
+                    self.orphans.remove(&node);
+                }
+                removed
             }
-            if !slot.exists && slot.info.pods.is_empty() {
-                self.nodes.remove(&node);
-            }
+        };
+        if let Some(pod) = removed {
+            self.index.remove(&pod, &node);
+            self.affinity_pods -= pod.has_pod_affinity as usize;
+            self.required_anti_affinity_pods -= pod.has_required_anti_affinity as usize;
         }
         true
+    }
+
+    /// Stores the node; true if it changed in a way that could let a pod fit.
+    fn apply_node(&mut self, node: Node) -> bool {
+        let name = node.name_any();
+        let node = Arc::new(node);
+        let Some(&i) = self.by_name.get(&name) else {
+            let info = match self.orphans.remove(&name) {
+                Some(mut orphans) => {
+                    orphans.set_node(node);
+                    orphans
+                }
+                None => NodeInfo::new(node),
+            };
+            self.by_name.insert(name, self.nodes.len());
+            self.nodes.push(info);
+            return true;
+        };
+        let info = &mut self.nodes[i];
+        let before =
+            (info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable);
+        info.set_node(node);
+        before != (info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable)
+    }
+
+    /// Forgets the node; its pods stay, as orphans, until their own events say otherwise.
+    fn remove_node(&mut self, name: &str) {
+        let Some(i) = self.by_name.remove(name) else { return };
+        let info = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.by_name.insert(moved.name.clone(), i);
+        }
+        if !info.pods.is_empty() {
+            self.orphans.insert(name.to_owned(), info);
+        }
     }
 }
 
@@ -185,20 +241,17 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
                     if let Some(seen) = seen.as_mut() {
                         seen.insert(node.name_any());
                     }
-                    apply_node(&mut cache, node)
+                    cache.apply_node(node)
                 }
-                Event::Delete(node) => remove_node(&mut cache, &node.name_any()),
+                Event::Delete(node) => {
+                    cache.remove_node(&node.name_any());
+                    false
+                }
                 Event::InitDone => {
                     let keep = seen.take().unwrap_or_default();
-                    let gone: Vec<String> = cache
-                        .nodes
-                        .iter()
-                        .filter(|(n, s)| s.exists && !keep.contains(*n))
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    gone.iter().for_each(|n| {
-                        remove_node(&mut cache, n);
-                    });
+                    let gone: Vec<String> =
+                        cache.by_name.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+                    gone.iter().for_each(|n| cache.remove_node(n));
                     true
                 }
             }
@@ -208,33 +261,6 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
             shared.wake();
         }
     }
-}
-
-/// Stores the node; true if it changed in a way that could let a pod fit.
-fn apply_node(cache: &mut Cache, node: Node) -> bool {
-    let name = node.name_any();
-    let slot = cache.slot(&name);
-    let before = (
-        slot.exists,
-        slot.info.allocatable.clone(),
-        slot.info.labels.clone(),
-        slot.info.taints.clone(),
-        slot.info.unschedulable,
-    );
-    slot.exists = true;
-    slot.info.set_node(Arc::new(node));
-    let info = &slot.info;
-    before != (true, info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable)
-}
-
-fn remove_node(cache: &mut Cache, name: &str) -> bool {
-    if let Some(slot) = cache.nodes.get_mut(name) {
-        slot.exists = false;
-        if slot.info.pods.is_empty() {
-            cache.nodes.remove(name);
-        }
-    }
-    false
 }
 
 async fn watch_pods(pods: &Informer<Pod>, shared: &Shared) {
@@ -337,11 +363,14 @@ fn schedule_loop(
         let (result, preemption, stale_nomination) = {
             let cache = lock(&shared.cache);
             let overlays = nominated_overlays(&cache, &pod);
-            let lookup = |name: &str| cache.nodes.get(name).filter(|s| s.exists).map(|s| with_nominated(&overlays, s));
-            let snapshot = Snapshot::new(
-                cache.nodes.values().filter(|s| s.exists).map(|s| with_nominated(&overlays, s)).collect(),
-            )
-            .with_index(&cache.index, &lookup);
+            let lookup = |name: &str| cache.node(name).map(|n| with_nominated(&overlays, n));
+            let nodes = if overlays.is_empty() {
+                cache.nodes.iter().collect()
+            } else {
+                cache.nodes.iter().map(|n| with_nominated(&overlays, n)).collect()
+            };
+            let snapshot = Snapshot::with_counts(nodes, cache.affinity_pods, cache.required_anti_affinity_pods)
+                .with_index(&cache.index, &lookup);
             let result = profile.schedule(&pod, &snapshot, |n| rand::random_range(0..n));
             // A pod whose victims are still on their node waits for them.
             let waiting = cache
@@ -438,15 +467,15 @@ fn nominated_overlays<'a>(cache: &'a Cache, pod: &PodInfo) -> HashMap<&'a str, N
         if *uid == pod.uid || nominee.priority < pod.priority {
             continue;
         }
-        let Some(slot) = cache.nodes.get(node).filter(|s| s.exists) else { continue };
-        overlays.entry(slot.info.name.as_str()).or_insert_with(|| slot.info.clone()).add_pod(nominee.clone());
+        let Some(info) = cache.node(node) else { continue };
+        overlays.entry(info.name.as_str()).or_insert_with(|| info.clone()).add_pod(nominee.clone());
     }
     overlays
 }
 
 /// The node as a cycle sees it: with the pods nominated to it, if they count.
-fn with_nominated<'a>(overlays: &'a HashMap<&str, NodeInfo>, slot: &'a Slot) -> &'a NodeInfo {
-    overlays.get(slot.info.name.as_str()).unwrap_or(&slot.info)
+fn with_nominated<'a>(overlays: &'a HashMap<&str, NodeInfo>, node: &'a NodeInfo) -> &'a NodeInfo {
+    overlays.get(node.name.as_str()).unwrap_or(node)
 }
 
 /// Writes (or with None clears) the pod's `status.nominatedNodeName`.
