@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 /// How many events may wait to be written before new ones are dropped.
 const BACKLOG: usize = 4096;
 /// Events written at once.
-const WRITERS: usize = 8;
+const WRITERS: usize = 32;
 
 #[derive(Clone)]
 pub struct Recorder {

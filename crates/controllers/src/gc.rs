@@ -40,7 +40,7 @@ struct Resource {
 }
 
 /// What the collector keeps of an object.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Item {
     resource: usize,
     namespace: Option<String>,
@@ -219,7 +219,14 @@ impl Collector {
                         seen.insert(uid.clone());
                     }
                     let item = self.item_of(resource, &object);
-                    lock(&self.graph).insert(uid.clone(), item);
+                    // Most updates (status, labels) change nothing the collector keeps; as
+                    // upstream's, it acts only on changes to owners, finalizers or deletion.
+                    let mut graph = lock(&self.graph);
+                    if graph.items.get(&uid) == Some(&item) {
+                        continue;
+                    }
+                    graph.insert(uid.clone(), item);
+                    drop(graph);
                     if !first_sync {
                         self.enqueue_for(&uid);
                     }

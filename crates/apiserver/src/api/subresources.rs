@@ -130,7 +130,8 @@ pub(super) async fn bind_pod(
     let key = object_key(kind, Some(namespace), name);
     for _ in 0..PATCH_ATTEMPTS {
         let current = current(&state.store, kind, &key, name).await?;
-        let mut pod = with_revision(&current)?;
+        // As stored: no resourceVersion to add, and none to strip before writing it back.
+        let mut pod: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
         if pod["metadata"]["deletionTimestamp"].is_string() {
             return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
         }
@@ -145,7 +146,8 @@ pub(super) async fn bind_pod(
         if dry_run {
             return Ok(success(StatusCode::CREATED));
         }
-        match state.store.update(&key, encode(&pod)?, current.mod_revision).await {
+        let value = serde_json::to_vec(&pod).map_err(|e| ApiError::Internal(e.to_string()))?;
+        match state.store.update(&key, value.into(), current.mod_revision).await {
             Ok(_) => return Ok(success(StatusCode::CREATED)),
             Err(rkube_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, kind.resource, name)),

@@ -184,10 +184,15 @@ pub struct PodInfo {
 const DEFAULT_MILLI_CPU: i64 = 100;
 const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
 
+fn empty_spec() -> &'static k8s_openapi::api::core::v1::PodSpec {
+    static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Default::default)
+}
+
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let meta = &pod.metadata;
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = pod.spec.as_ref().unwrap_or_else(|| empty_spec());
         let (mut requests, mut non_zero) = (Resources::default(), Resources::default());
         let container_requests =
             |c: &Container| Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()));
@@ -263,8 +268,7 @@ impl PodInfo {
     }
 
     pub fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
-        static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
-        self.pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+        self.pod.spec.as_ref().unwrap_or_else(|| empty_spec())
     }
 
     pub fn key(&self) -> String {

@@ -35,7 +35,7 @@ use queue::Queue;
 /// The scheduler name pods select with `spec.schedulerName` (empty means this one).
 pub const NAME: &str = "default-scheduler";
 /// Bindings written at once.
-const BINDERS: usize = 128;
+const BINDERS: usize = 512;
 
 /// What is placed where: every node, and the node of every pod the scheduler knows is on one.
 #[derive(Default)]
