@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use k8s_openapi::serde::de::DeserializeOwned;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
-use k8s_openapi::serde::de::DeserializeOwned;
 
 /// Namespace and name.
 type Key = (Option<String>, String);

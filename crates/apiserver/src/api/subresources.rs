@@ -1,6 +1,10 @@
 //! Subresources: status, scale, pods' binding and eviction, a namespace's finalize, and the
 //! read-only component statuses.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
 use super::*;
 
 /// The `autoscaling/v1` Scale of a scalable object.
@@ -128,32 +132,83 @@ pub(super) async fn bind_pod(
     let conflict =
         |message: String| ApiError::Conflicting { resource: "pods/binding".into(), name: name.to_owned(), message };
     let key = object_key(kind, Some(namespace), name);
+    let annotations = binding["metadata"]["annotations"].as_object().filter(|a| !a.is_empty());
     for _ in 0..PATCH_ATTEMPTS {
         let current = current(&state.store, kind, &key, name).await?;
-        // As stored: no resourceVersion to add, and none to strip before writing it back.
-        let mut pod: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if pod["metadata"]["deletionTimestamp"].is_string() {
-            return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
-        }
-        if let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            return Err(conflict(format!("pod {name} is already assigned to node {node:?}")));
-        }
-        pod["spec"]["nodeName"] = json!(target);
-        for (key, value) in binding["metadata"]["annotations"].as_object().into_iter().flatten() {
-            pod["metadata"]["annotations"][key] = value.clone();
-        }
-        set_condition(&mut pod["status"], json!({"type": "PodScheduled", "status": "True"}));
+        let bound = bound_pod(&current.value, target, annotations)?.map_err(|found| match found {
+            Unbindable::Deleting => conflict(format!("pod {name} is being deleted, cannot be assigned to a host")),
+            Unbindable::Bound(node) => conflict(format!("pod {name} is already assigned to node {node:?}")),
+        })?;
         if dry_run {
             return Ok(success(StatusCode::CREATED));
         }
-        let value = serde_json::to_vec(&pod).map_err(|e| ApiError::Internal(e.to_string()))?;
-        match state.store.update(&key, value.into(), current.mod_revision).await {
+        match state.store.update(&key, bound.into(), current.mod_revision).await {
             Ok(_) => return Ok(success(StatusCode::CREATED)),
             Err(rkube_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, kind.resource, name)),
         }
     }
     Err(ApiError::Conflict { resource: kind.resource, name: name.to_owned() })
+}
+
+/// Why a pod cannot be bound.
+enum Unbindable {
+    Deleting,
+    Bound(String),
+}
+
+/// JSON objects with their members' values left unparsed. Keys come out sorted, as
+/// `serde_json::Value`'s do, so a pod written this way reads the same as one written whole.
+type RawObject = BTreeMap<String, Box<RawValue>>;
+
+/// The stored pod bound to `node`: `spec.nodeName` set, the binding's annotations added, and
+/// PodScheduled=True. Only `metadata`, `spec` and `status` are opened, one level deep (the
+/// containers, the bulk of a pod, are copied as they are): binding is the scheduler's hot path.
+fn bound_pod(
+    stored: &[u8],
+    node: &str,
+    annotations: Option<&serde_json::Map<String, Value>>,
+) -> Result<Result<Vec<u8>, Unbindable>, ApiError> {
+    let internal = |e: serde_json::Error| ApiError::Internal(e.to_string());
+    let raw = |value: &Value| serde_json::value::to_raw_value(value).map_err(internal);
+    let mut pod: RawObject = serde_json::from_slice(stored).map_err(internal)?;
+    let open = |pod: &RawObject, field: &str| -> Result<RawObject, ApiError> {
+        match pod.get(field) {
+            Some(value) => serde_json::from_str(value.get()).map_err(internal),
+            None => Ok(RawObject::new()),
+        }
+    };
+    let string = |object: &RawObject, field: &str| -> Option<String> {
+        object.get(field).and_then(|v| serde_json::from_str::<Option<String>>(v.get()).ok().flatten())
+    };
+    let mut metadata = open(&pod, "metadata")?;
+    if string(&metadata, "deletionTimestamp").is_some() {
+        return Ok(Err(Unbindable::Deleting));
+    }
+    let mut spec = open(&pod, "spec")?;
+    if let Some(found) = string(&spec, "nodeName").filter(|n| !n.is_empty()) {
+        return Ok(Err(Unbindable::Bound(found)));
+    }
+    spec.insert("nodeName".into(), raw(&json!(node))?);
+    if let Some(annotations) = annotations {
+        let mut merged: Value = match metadata.get("annotations") {
+            Some(value) => serde_json::from_str(value.get()).map_err(internal)?,
+            None => json!({}),
+        };
+        for (key, value) in annotations {
+            merged[key] = value.clone();
+        }
+        metadata.insert("annotations".into(), raw(&merged)?);
+        pod.insert("metadata".into(), serde_json::value::to_raw_value(&metadata).map_err(internal)?);
+    }
+    let mut status: Value = match pod.get("status") {
+        Some(value) => serde_json::from_str(value.get()).map_err(internal)?,
+        None => json!({}),
+    };
+    set_condition(&mut status, json!({"type": "PodScheduled", "status": "True"}));
+    pod.insert("spec".into(), serde_json::value::to_raw_value(&spec).map_err(internal)?);
+    pod.insert("status".into(), raw(&status)?);
+    serde_json::to_vec(&pod).map(Ok).map_err(internal)
 }
 
 /// Sets a condition by type, stamping the transition time when its status changes.
@@ -339,4 +394,66 @@ pub(super) async fn component_statuses(state: &State, kind: &Kind, params: &List
         return table::table(kind.columns, &items, include, json!({}), time::OffsetDateTime::now_utc());
     }
     json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(pod: &Value) -> Vec<u8> {
+        serde_json::to_vec(pod).unwrap()
+    }
+
+    fn without_times(mut pod: Value) -> Value {
+        for c in pod["status"]["conditions"].as_array_mut().into_iter().flatten() {
+            c.as_object_mut().unwrap().remove("lastTransitionTime");
+        }
+        pod
+    }
+
+    #[test]
+    fn binding_edits_only_what_it_must_and_writes_what_a_whole_edit_would() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"}, "annotations": {"keep": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "100m"}}}],
+                     "schedulerName": "default-scheduler", "tolerations": [{"key": "k", "operator": "Exists"}]},
+            "status": {"phase": "Pending", "qosClass": "Burstable",
+                       "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
+        });
+        let annotations = json!({"added": "2"});
+        let bound = bound_pod(&stored(&pod), "node-1", annotations.as_object()).unwrap().ok().unwrap();
+
+        let mut whole = pod.clone();
+        whole["spec"]["nodeName"] = json!("node-1");
+        whole["metadata"]["annotations"]["added"] = json!("2");
+        set_condition(&mut whole["status"], json!({"type": "PodScheduled", "status": "True"}));
+        let bound: Value = serde_json::from_slice(&bound).unwrap();
+        assert_eq!(without_times(bound.clone()), without_times(whole));
+        let condition = &bound["status"]["conditions"][0];
+        assert_eq!(condition["status"], "True");
+        assert!(condition["lastTransitionTime"].is_string());
+
+        // Nothing else is rewritten: without annotations, metadata keeps its bytes.
+        let plain = bound_pod(&stored(&pod), "node-1", None).unwrap().ok().unwrap();
+        let text = String::from_utf8(plain).unwrap();
+        assert!(text.contains(r#""metadata":{"annotations":{"keep":"1"},"labels":{"app":"a"},"name":"p""#), "{text}");
+        // A pod with no status at all gets one.
+        let bare = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let bound: Value =
+            serde_json::from_slice(&bound_pod(&stored(&bare), "n", None).unwrap().ok().unwrap()).unwrap();
+        assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
+        assert_eq!(bound["spec"]["nodeName"], "n");
+    }
+
+    #[test]
+    fn bound_and_deleting_pods_cannot_be_bound() {
+        let bound = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "node-0"}});
+        assert!(matches!(bound_pod(&stored(&bound), "n", None).unwrap(), Err(Unbindable::Bound(n)) if n == "node-0"));
+        let empty = json!({"metadata": {"name": "p"}, "spec": {"nodeName": ""}});
+        assert!(bound_pod(&stored(&empty), "n", None).unwrap().is_ok());
+        let deleting = json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
+        assert!(matches!(bound_pod(&stored(&deleting), "n", None).unwrap(), Err(Unbindable::Deleting)));
+        assert!(bound_pod(b"not json", "n", None).is_err());
+    }
 }

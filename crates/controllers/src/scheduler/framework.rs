@@ -379,7 +379,11 @@ impl<'a> Snapshot<'a> {
     }
 
     /// A snapshot whose pod counts the caller keeps (summing them is a pass over every node).
-    pub fn with_counts(nodes: Vec<&'a NodeInfo>, affinity_pods: usize, required_anti_affinity_pods: usize) -> Snapshot<'a> {
+    pub fn with_counts(
+        nodes: Vec<&'a NodeInfo>,
+        affinity_pods: usize,
+        required_anti_affinity_pods: usize,
+    ) -> Snapshot<'a> {
         Snapshot { nodes, index: None, affinity_pods, required_anti_affinity_pods }
     }
 

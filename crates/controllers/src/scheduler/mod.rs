@@ -129,8 +129,7 @@ impl Cache {
             return true;
         };
         let info = &mut self.nodes[i];
-        let before =
-            (info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable);
+        let before = (info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable);
         info.set_node(node);
         before != (info.allocatable.clone(), info.labels.clone(), info.taints.clone(), info.unschedulable)
     }
@@ -249,8 +248,7 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
                 }
                 Event::InitDone => {
                     let keep = seen.take().unwrap_or_default();
-                    let gone: Vec<String> =
-                        cache.by_name.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+                    let gone: Vec<String> = cache.by_name.keys().filter(|n| !keep.contains(*n)).cloned().collect();
                     gone.iter().for_each(|n| cache.remove_node(n));
                     true
                 }

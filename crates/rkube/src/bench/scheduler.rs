@@ -3,10 +3,13 @@
 //! binding persisted through the API.
 //!
 //! For each case a real server is started without its control loops, the nodes and the
-//! pending pods are created through the API, and the server is restarted with its scheduler:
-//! the figure is pods bound per second from the moment it serves to the last binding, read
-//! from a watch. No upstream scheduler runs on this machine, so the figures are judged against
-//! issue 4's targets and upstream's published CI thresholds.
+//! pending pods are created through the API, and the server is restarted with its scheduler.
+//! Bindings are read from a watch. The headline figure is pods bound per second while the
+//! scheduler schedules (first binding to last), which is what upstream's scheduler_perf
+//! reports as SchedulingThroughput: there the scheduler is up, its informers synced, before
+//! the measured pods come. The end-to-end figure, from the server's start to the last
+//! binding, is reported beside it. No upstream scheduler runs on this machine, so the figures
+//! are judged against issue 4's targets and upstream's published CI thresholds.
 
 use std::time::{Duration, Instant};
 
@@ -34,10 +37,16 @@ pub struct Args {
 #[derive(Serialize, Default)]
 struct Figures {
     nodes: usize,
-    /// Basic pods per second at the first pod count (10,000 by default).
+    /// Basic pods bound per second while scheduling, at the first pod count (10,000 by
+    /// default): upstream's SchedulingThroughput.
     basic_pods_per_s: f64,
-    /// Pods with required anti-affinity per second, at the first pod count.
+    /// Pods with required anti-affinity bound per second while scheduling, at the first pod
+    /// count.
     anti_affinity_pods_per_s: f64,
+    /// The same two, from the server's start (start-up, leader election and the first lists
+    /// included).
+    basic_end_to_end_pods_per_s: f64,
+    anti_affinity_end_to_end_pods_per_s: f64,
     /// Every case: (kind, pods, pods/s, seconds, scheduler RSS MiB).
     cases: Vec<Case>,
 }
@@ -46,14 +55,14 @@ struct Figures {
 struct Case {
     kind: &'static str,
     pods: usize,
-    /// From serving to the last binding, the scheduler's start included.
+    /// From the first binding to the last (upstream's SchedulingThroughput).
     pods_per_s: f64,
+    /// From the server's start to the last binding.
+    end_to_end_pods_per_s: f64,
     seconds: f64,
     /// When the first pod was bound (the scheduler's and controllers' start-up: leader
     /// election, listing every node and pod).
     first_bound_s: f64,
-    /// From the first binding to the last.
-    steady_pods_per_s: f64,
     /// Peak resident memory of the server.
     rss_mb: f64,
 }
@@ -73,14 +82,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let case = run_case(kind, args.nodes, pods).await?;
             if pods == args.pods[0] {
                 match kind {
-                    "basic" => f.basic_pods_per_s = case.pods_per_s,
-                    _ => f.anti_affinity_pods_per_s = case.pods_per_s,
+                    "basic" => {
+                        f.basic_pods_per_s = case.pods_per_s;
+                        f.basic_end_to_end_pods_per_s = case.end_to_end_pods_per_s;
+                    }
+                    _ => {
+                        f.anti_affinity_pods_per_s = case.pods_per_s;
+                        f.anti_affinity_end_to_end_pods_per_s = case.end_to_end_pods_per_s;
+                    }
                 }
             }
             if !args.json {
                 eprintln!(
-                    "{kind:>14} {pods:>7} pods: {:>7.0} pods/s ({:.2} s; first binding at {:.2} s, then {:.0} pods/s; peak RSS {:.0} MiB)",
-                    case.pods_per_s, case.seconds, case.first_bound_s, case.steady_pods_per_s, case.rss_mb
+                    "{kind:>14} {pods:>7} pods: {:>7.0} pods/s while scheduling; first binding at {:.2} s, last at {:.2} s: {:.0} pods/s end to end; peak RSS {:.0} MiB",
+                    case.pods_per_s, case.first_bound_s, case.seconds, case.end_to_end_pods_per_s, case.rss_mb
                 );
             }
             f.cases.push(case);
@@ -89,15 +104,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
     } else {
-        println!("{:<36} {:>12} {:>14}", "", "rkube", "target");
+        println!("{:<44} {:>12} {:>14}", "", "rkube", "target");
         println!(
-            "{:<36} {:>12.0} {:>14}",
-            format!("basic pods/s, {} nodes", args.nodes),
+            "{:<44} {:>12.0} {:>14}",
+            format!("basic pods/s while scheduling, {} nodes", args.nodes),
             f.basic_pods_per_s,
             ">= 10000"
         );
-        println!("{:<36} {:>12.0} {:>14}", "anti-affinity pods/s", f.anti_affinity_pods_per_s, ">= 1000");
-        println!("(upstream's CI thresholds on larger machines: 810 and 60 pods/s)");
+        println!(
+            "{:<44} {:>12.0} {:>14}",
+            "anti-affinity pods/s while scheduling", f.anti_affinity_pods_per_s, ">= 1000"
+        );
+        println!(
+            "{:<44} {:>12.0} {:>14}",
+            "basic pods/s end to end (start-up included)", f.basic_end_to_end_pods_per_s, ""
+        );
+        println!(
+            "{:<44} {:>12.0} {:>14}",
+            "anti-affinity pods/s end to end", f.anti_affinity_end_to_end_pods_per_s, ""
+        );
+        println!("(upstream's CI thresholds, SchedulingThroughput on larger machines: 810 and 60 pods/s)");
     }
     Ok(())
 }
@@ -208,10 +234,10 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
     Ok(Case {
         kind,
         pods,
-        pods_per_s: pods as f64 / seconds,
+        pods_per_s: pods as f64 / (seconds - first).max(1e-3),
+        end_to_end_pods_per_s: pods as f64 / seconds,
         seconds,
         first_bound_s: first,
-        steady_pods_per_s: pods as f64 / (seconds - first).max(1e-3),
         rss_mb,
     })
 }
