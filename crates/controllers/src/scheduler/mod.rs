@@ -106,8 +106,9 @@ impl Cache {
         };
         if let Some(pod) = removed {
             self.index.remove(&pod, &node);
-            self.affinity_pods -= pod.has_pod_affinity as usize;
-            self.required_anti_affinity_pods -= pod.has_required_anti_affinity as usize;
+            self.affinity_pods = self.affinity_pods.saturating_sub(pod.has_pod_affinity as usize);
+            self.required_anti_affinity_pods =
+                self.required_anti_affinity_pods.saturating_sub(pod.has_required_anti_affinity as usize);
         }
         true
     }
@@ -528,4 +529,73 @@ async fn report_unschedulable(client: &Client, recorder: &Recorder, pod: &PodInf
         tracing::debug!("pod {}: condition not written: {e}", pod.key());
     }
     recorder.record(pod.pod.as_ref(), Type::Warning, "FailedScheduling", "Scheduling", message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "2", "pods": "10"}}}),
+        )
+        .unwrap()
+    }
+
+    fn pod(name: &str, anti_affinity: bool) -> Arc<PodInfo> {
+        let mut spec = json!({"containers": [{"name": "c", "image": "i"}]});
+        if anti_affinity {
+            spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        }
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")}, "spec": spec}),
+        )
+        .unwrap();
+        Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    fn names(cache: &Cache) -> Vec<&str> {
+        let mut names: Vec<&str> = cache.nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_cache_keeps_nodes_contiguous_and_pods_of_unknown_nodes_aside() {
+        let mut cache = Cache::default();
+        // A pod bound to a node not seen yet waits as an orphan, then joins its node.
+        cache.place(pod("early", true), "b");
+        assert!(cache.node("b").is_none());
+        assert!(cache.apply_node(node("a")));
+        assert!(cache.apply_node(node("b")));
+        assert!(cache.apply_node(node("c")));
+        assert!(cache.orphans.is_empty());
+        assert_eq!(cache.node("b").unwrap().pods.len(), 1);
+        assert_eq!((cache.affinity_pods, cache.required_anti_affinity_pods), (1, 1));
+        // The same node again changes nothing a pod could use.
+        assert!(!cache.apply_node(node("a")));
+
+        // Removing a node moves the last one into its place; its pods stay, aside.
+        cache.place(pod("p", false), "a");
+        cache.remove_node("a");
+        assert_eq!(names(&cache), ["b", "c"]);
+        for (i, n) in cache.nodes.iter().enumerate() {
+            assert_eq!(cache.by_name[&n.name], i);
+        }
+        assert_eq!(cache.orphans["a"].pods.len(), 1);
+        assert!(cache.forget("uid-p"));
+        assert!(cache.orphans.is_empty());
+        assert!(!cache.forget("uid-p"));
+
+        // Counts follow pods in and out.
+        cache.place(pod("late", true), "c");
+        assert_eq!(cache.required_anti_affinity_pods, 2);
+        cache.forget("uid-early");
+        cache.forget("uid-late");
+        assert_eq!((cache.affinity_pods, cache.required_anti_affinity_pods), (0, 0));
+        cache.remove_node("c");
+        cache.remove_node("b");
+        assert!(cache.nodes.is_empty() && cache.by_name.is_empty() && cache.orphans.is_empty());
+    }
 }
