@@ -41,6 +41,13 @@ struct State<K> {
     subscribers: Vec<mpsc::UnboundedSender<Event<Arc<K>>>>,
 }
 
+// By hand: a derive would ask `K: Default`.
+impl<K> Default for State<K> {
+    fn default() -> Self {
+        State { synced: None, listing: None, subscribers: Vec::new() }
+    }
+}
+
 fn key<K: Resource>(object: &K) -> Key {
     (object.namespace(), object.name_any())
 }
@@ -51,11 +58,7 @@ where
     K::DynamicType: Default + Clone + Eq + std::hash::Hash,
 {
     pub fn new(api: Api<K>) -> Informer<K> {
-        Informer {
-            api,
-            state: Arc::new(Mutex::new(State { synced: None, listing: None, subscribers: Vec::new() })),
-            task: Mutex::new(None),
-        }
+        Informer { api, state: Arc::default(), task: Mutex::new(None) }
     }
 
     /// The watcher's events from now on, preceded by the current state if there is one.
@@ -194,13 +197,9 @@ mod tests {
         out
     }
 
-    fn state() -> Mutex<State<ConfigMap>> {
-        Mutex::new(State { synced: None, listing: None, subscribers: Vec::new() })
-    }
-
     #[test]
     fn subscribers_see_deletes_and_late_ones_start_from_the_current_state() {
-        let state = state();
+        let state = Mutex::<State<ConfigMap>>::default();
         let mut early = subscribe(&state);
         publish(&state, Event::Init);
         publish(&state, Event::InitApply(map("a", "1")));

@@ -169,46 +169,49 @@ fn bound_pod(
     node: &str,
     annotations: Option<&serde_json::Map<String, Value>>,
 ) -> Result<Result<Vec<u8>, Unbindable>, ApiError> {
-    let internal = |e: serde_json::Error| ApiError::Internal(e.to_string());
-    let raw = |value: &Value| serde_json::value::to_raw_value(value).map_err(internal);
     let mut pod: RawObject = serde_json::from_slice(stored).map_err(internal)?;
-    let open = |pod: &RawObject, field: &str| -> Result<RawObject, ApiError> {
-        match pod.get(field) {
-            Some(value) => serde_json::from_str(value.get()).map_err(internal),
-            None => Ok(RawObject::new()),
-        }
-    };
     let string = |object: &RawObject, field: &str| -> Option<String> {
         object.get(field).and_then(|v| serde_json::from_str::<Option<String>>(v.get()).ok().flatten())
     };
-    let mut metadata = open(&pod, "metadata")?;
+    let mut metadata: RawObject = open(&pod, "metadata")?;
     if string(&metadata, "deletionTimestamp").is_some() {
         return Ok(Err(Unbindable::Deleting));
     }
-    let mut spec = open(&pod, "spec")?;
+    let mut spec: RawObject = open(&pod, "spec")?;
     if let Some(found) = string(&spec, "nodeName").filter(|n| !n.is_empty()) {
         return Ok(Err(Unbindable::Bound(found)));
     }
-    spec.insert("nodeName".into(), raw(&json!(node))?);
+    spec.insert("nodeName".into(), raw(node)?);
     if let Some(annotations) = annotations {
-        let mut merged: Value = match metadata.get("annotations") {
-            Some(value) => serde_json::from_str(value.get()).map_err(internal)?,
-            None => json!({}),
-        };
+        // Absent, it is null, which the first key makes an object.
+        let mut merged: Value = open(&metadata, "annotations")?;
         for (key, value) in annotations {
             merged[key] = value.clone();
         }
         metadata.insert("annotations".into(), raw(&merged)?);
-        pod.insert("metadata".into(), serde_json::value::to_raw_value(&metadata).map_err(internal)?);
+        pod.insert("metadata".into(), raw(&metadata)?);
     }
-    let mut status: Value = match pod.get("status") {
-        Some(value) => serde_json::from_str(value.get()).map_err(internal)?,
-        None => json!({}),
-    };
+    let mut status: Value = open(&pod, "status")?;
     set_condition(&mut status, json!({"type": "PodScheduled", "status": "True"}));
-    pod.insert("spec".into(), serde_json::value::to_raw_value(&spec).map_err(internal)?);
+    pod.insert("spec".into(), raw(&spec)?);
     pod.insert("status".into(), raw(&status)?);
     serde_json::to_vec(&pod).map(Ok).map_err(internal)
+}
+
+fn internal(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// A member of a raw object, parsed; its type's default if absent.
+fn open<T: serde::de::DeserializeOwned + Default>(object: &RawObject, field: &str) -> Result<T, ApiError> {
+    match object.get(field) {
+        Some(value) => serde_json::from_str(value.get()).map_err(internal),
+        None => Ok(T::default()),
+    }
+}
+
+fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(value).map_err(internal)
 }
 
 /// Sets a condition by type, stamping the transition time when its status changes.

@@ -375,7 +375,7 @@ impl<'a> Snapshot<'a> {
     pub fn new(nodes: Vec<&'a NodeInfo>) -> Snapshot<'a> {
         let affinity_pods = nodes.iter().map(|n| n.affinity_pods.len()).sum();
         let required_anti_affinity_pods = nodes.iter().map(|n| n.required_anti_affinity_pods).sum();
-        Snapshot { nodes, index: None, affinity_pods, required_anti_affinity_pods }
+        Snapshot::with_counts(nodes, affinity_pods, required_anti_affinity_pods)
     }
 
     /// A snapshot whose pod counts the caller keeps (summing them is a pass over every node).
