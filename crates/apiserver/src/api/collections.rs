@@ -95,9 +95,12 @@ pub(super) async fn read_collection(
     }
     let mut options = ListOptions { prefix, limit: params.limit, ..Default::default() };
     options.revision = list_revision(state, &params).await?;
-    let wanted = params.limit.filter(|l| *l > 0);
     let filtering = !selector.is_empty();
     if let Some(freshness) = cache_freshness(state, &params).await? {
+        // At any revision (`resourceVersion=0`) the list is whole and the limit ignored, as
+        // upstream's watch cache serves it: an informer's first list is then one request,
+        // not pages whose continuations read the store at an old revision.
+        let wanted = params.limit.filter(|l| *l > 0 && freshness != Freshness::Any);
         // Unfiltered, the cache hands over only the page; filtered, everything under the
         // prefix, since the limit counts selected objects.
         let take = wanted.filter(|_| !filtering);
@@ -121,6 +124,7 @@ pub(super) async fn read_collection(
             return list_answer(kind, &params, shape, listing.revision, continue_after, &objects);
         }
     }
+    let wanted = params.limit.filter(|l| *l > 0);
     state.metrics.count_list(kind.plural, metrics::ListSource::Store);
     if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (revision, after) = decode_continue(token)?;

@@ -19,8 +19,15 @@ use tokio::sync::broadcast;
 
 use super::*;
 
-/// Events kept per kind for watches that resume from a recent revision.
-const WINDOW: usize = 1024;
+/// Events kept per kind for watches that resume from a recent revision: at least
+/// `WINDOW_MIN`, and up to `WINDOW_MAX` while they are younger than `WINDOW_FRESH`, as
+/// upstream's cacher sizes its window. A client that lists during a burst of writes (a
+/// scheduler binding thousands of pods a second while an informer pages through its first
+/// list) can then still watch from its list's revision here, rather than from the store's
+/// history.
+const WINDOW_MIN: usize = 1024;
+const WINDOW_MAX: usize = 16 * 1024;
+const WINDOW_FRESH: Duration = Duration::from_secs(75);
 /// Events a watcher may fall behind the live stream before it is ended with a 410.
 const LAG: usize = 4096;
 /// How long a list waits for the cache to catch up before it reads the store instead
@@ -153,6 +160,8 @@ pub(super) struct Entry {
     /// The stored JSON with its resourceVersion spliced in: what a list sends, and what the
     /// event that put it sends.
     pub(super) json: Bytes,
+    /// The revision the object was last written at.
+    pub(super) revision: i64,
     /// The fields and labels selectors look at, extracted on first use.
     selectable: OnceLock<Value>,
 }
@@ -160,7 +169,7 @@ pub(super) struct Entry {
 impl Entry {
     fn new(kv: &KeyValue) -> Option<Entry> {
         let json = Bytes::from(with_revision_bytes(kv).ok()?);
-        Some(Entry { key: kv.key.clone(), json, selectable: OnceLock::new() })
+        Some(Entry { key: kv.key.clone(), json, revision: kv.mod_revision, selectable: OnceLock::new() })
     }
 
     /// The object, parsed.
@@ -197,7 +206,8 @@ impl Entry {
 /// appended and sent under the same lock, so a watcher that reads the window (or the objects)
 /// and subscribes under it sees every later event exactly once.
 struct Feed {
-    window: VecDeque<Arc<Cached>>,
+    /// Recent events, with when each came.
+    window: VecDeque<(tokio::time::Instant, Arc<Cached>)>,
     /// Every event at or after this revision is in the window or still to come.
     complete_from: i64,
     sender: broadcast::Sender<Arc<Cached>>,
@@ -205,6 +215,20 @@ struct Feed {
     objects: BTreeMap<String, Arc<Entry>>,
     revision: i64,
     last_progress_broadcast: tokio::time::Instant,
+}
+
+impl Feed {
+    /// Drops the events the window no longer keeps: beyond its cap, or old ones beyond its
+    /// minimum.
+    fn trim_window(&mut self, now: tokio::time::Instant) {
+        while self.window.len() > WINDOW_MAX
+            || (self.window.len() > WINDOW_MIN
+                && self.window.front().is_some_and(|(at, _)| now.duration_since(*at) > WINDOW_FRESH))
+        {
+            let Some((_, oldest)) = self.window.pop_front() else { break };
+            self.complete_from = oldest.event.revision() + 1;
+        }
+    }
 }
 
 struct KindCache {
@@ -279,13 +303,11 @@ impl KindCache {
                 return Some(feed.revision);
             }
             feed.last_progress_broadcast = now;
+            feed.trim_window(now);
         } else {
-            if feed.window.len() == WINDOW
-                && let Some(oldest) = feed.window.pop_front()
-            {
-                feed.complete_from = oldest.event.revision() + 1;
-            }
-            feed.window.push_back(cached.clone());
+            let now = tokio::time::Instant::now();
+            feed.window.push_back((now, cached.clone()));
+            feed.trim_window(now);
         }
         // No receivers is fine: the window still serves the next watch.
         let _ = feed.sender.send(cached);
@@ -326,6 +348,15 @@ pub(super) enum Freshness {
 }
 
 impl WatchCache {
+    /// The object at `key` as the kind's cache holds it, if the cache is running. It may be
+    /// behind the store: callers use it as a first guess for a write that the store checks.
+    pub(super) fn cached(&self, kind: &Kind, key: &str) -> Option<Arc<Entry>> {
+        let slot = self.kinds.lock().ok()?.get(kind.plural)?.clone();
+        let cache = slot.get()?;
+        let feed = cache.feed.lock().ok()?;
+        feed.objects.get(key).cloned()
+    }
+
     /// The objects under `prefix`, at most `take` of them (all if `None`), if the cache can
     /// serve them as fresh as asked; `None` means the caller should read the store.
     pub(super) async fn list(
@@ -391,8 +422,9 @@ impl WatchCache {
             if start_revision < feed.complete_from {
                 return None;
             }
-            let replay: Vec<Arc<Cached>> =
-                feed.window.iter().filter(|c| c.event.revision() >= start_revision).cloned().collect();
+            // Revisions rise along the window.
+            let from = feed.window.partition_point(|(_, c)| c.event.revision() < start_revision);
+            let replay: Vec<Arc<Cached>> = feed.window.range(from..).map(|(_, c)| c.clone()).collect();
             (replay, feed.sender.subscribe())
         };
         Some(served(prefix, start_revision, replay, receiver))
@@ -422,7 +454,7 @@ impl WatchCache {
             page.items.iter().filter_map(|kv| Some((kv.key.clone(), Arc::new(Entry::new(kv)?)))).collect();
         let (sender, _) = broadcast::channel(LAG);
         let feed = Mutex::new(Feed {
-            window: VecDeque::with_capacity(WINDOW),
+            window: VecDeque::with_capacity(WINDOW_MIN),
             complete_from: page.revision + 1,
             sender,
             objects,

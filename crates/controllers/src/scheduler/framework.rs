@@ -337,6 +337,28 @@ impl NodeInfo {
         self.pods.push(pod);
     }
 
+    /// Puts a newer version of a pod here in the old one's place, if nothing the node counts
+    /// changed (labels, requests, host ports; the affinity terms cannot change). False if
+    /// the pod is not here or it did change.
+    pub fn replace_pod(&mut self, pod: &Arc<PodInfo>) -> bool {
+        let Some(at) = self.pods.iter().position(|p| p.uid == pod.uid) else { return false };
+        let old = &self.pods[at];
+        let same = old.labels == pod.labels
+            && old.requests == pod.requests
+            && old.non_zero == pod.non_zero
+            && old.host_ports == pod.host_ports
+            && old.has_pod_affinity == pod.has_pod_affinity
+            && old.has_required_anti_affinity == pod.has_required_anti_affinity;
+        if !same {
+            return false;
+        }
+        self.pods[at] = pod.clone();
+        if let Some(p) = self.affinity_pods.iter_mut().find(|p| p.uid == pod.uid) {
+            *p = pod.clone();
+        }
+        true
+    }
+
     /// Removes the pod with this uid, returning it if it was here.
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
         let at = self.pods.iter().position(|p| p.uid == uid)?;

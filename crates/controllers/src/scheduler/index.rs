@@ -91,6 +91,16 @@ impl AffinityIndex {
         self.preferred_pods += usize::from(has_preferred(pod));
     }
 
+    /// Points the label index at a newer version of a placed pod with the same labels and
+    /// node, so the old version is not kept alive.
+    pub fn refresh(&mut self, pod: &Arc<PodInfo>) {
+        for (k, v) in &pod.labels {
+            if let Some((_, at)) = self.by_label.get_mut(&(k.clone(), v.clone())).and_then(|p| p.get_mut(&pod.uid)) {
+                *at = pod.clone();
+            }
+        }
+    }
+
     pub fn remove(&mut self, pod: &PodInfo, node: &str) {
         for (k, v) in &pod.labels {
             let pair = (k.clone(), v.clone());

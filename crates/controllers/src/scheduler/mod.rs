@@ -81,9 +81,15 @@ impl Cache {
     }
 
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
-        self.forget(&pod.uid);
         self.nominated.remove(&pod.uid);
         self.preempting.remove(&pod.uid);
+        // Most events are of pods already here (the binding of an assumed pod, a status
+        // change): the newer version takes the old one's place, nothing is counted again.
+        if self.placed.get(&pod.uid).is_some_and(|n| n == node) && self.slot(node).replace_pod(&pod) {
+            self.index.refresh(&pod);
+            return;
+        }
+        self.forget(&pod.uid);
         self.placed.insert(pod.uid.clone(), node.to_owned());
         self.index.add(&pod, node);
         self.affinity_pods += pod.has_pod_affinity as usize;
@@ -553,6 +559,48 @@ mod tests {
         )
         .unwrap();
         Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    fn with_labels(pod: &Arc<PodInfo>, labels: serde_json::Value) -> Arc<PodInfo> {
+        let mut newer = (*pod.pod).clone();
+        newer.metadata.labels = serde_json::from_value(labels).unwrap();
+        Arc::new(PodInfo::new(Arc::new(newer)))
+    }
+
+    #[test]
+    fn a_newer_version_of_a_placed_pod_takes_its_place() {
+        let mut cache = Cache::default();
+        cache.apply_node(node("a"));
+        let assumed = pod("p", true);
+        cache.place(assumed.clone(), "a");
+        let requested = cache.node("a").unwrap().requested.clone();
+        // The bound version of an assumed pod: counted once, and only the newer one is kept.
+        let bound = pod("p", true);
+        cache.place(bound.clone(), "a");
+        let a = cache.node("a").unwrap();
+        assert_eq!((a.pods.len(), a.affinity_pods.len(), a.required_anti_affinity_pods), (1, 1, 1));
+        assert_eq!(a.requested, requested);
+        assert!(Arc::ptr_eq(&a.pods[0], &bound) && Arc::ptr_eq(&a.affinity_pods[0], &bound));
+        assert_eq!((cache.affinity_pods, cache.required_anti_affinity_pods), (1, 1));
+        assert_eq!(Arc::strong_count(&assumed), 1, "nothing keeps the older version");
+
+        // New labels are indexed again: the pod is found by them, and not by the old ones.
+        let term: k8s_openapi::api::core::v1::PodAffinityTerm = serde_json::from_value(
+            json!({"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}),
+        )
+        .unwrap();
+        let labelled = with_labels(&bound, json!({"app": "x"}));
+        cache.place(labelled.clone(), "a");
+        assert_eq!(cache.index.candidates(&term).unwrap().len(), 1);
+        cache.place(with_labels(&labelled, json!({"app": "y"})), "a");
+        assert!(cache.index.candidates(&term).unwrap().is_empty());
+        let a = cache.node("a").unwrap();
+        assert_eq!((a.pods.len(), a.required_anti_affinity_pods), (1, 1));
+        assert_eq!(a.requested, requested);
+        assert_eq!((cache.affinity_pods, cache.required_anti_affinity_pods), (1, 1));
+        // Still one pod to forget.
+        assert!(cache.forget("uid-p"));
+        assert!(cache.node("a").unwrap().pods.is_empty());
     }
 
     fn names(cache: &Cache) -> Vec<&str> {

@@ -16,8 +16,9 @@ pub struct InterPodAffinity;
 
 const KEY: &str = "InterPodAffinity";
 
-/// Matching pods counted per topology pair (topology key, node's value for it).
-type Counts = HashMap<(String, String), i64>;
+/// Matching pods counted per topology pair: topology key → the node's value for it → count.
+/// Keyed by topology key first, so a node is checked once per key, without allocating.
+type Counts = HashMap<String, HashMap<String, i64>>;
 
 #[derive(Default)]
 struct FilterState {
@@ -74,12 +75,15 @@ pub fn term_matches(term: &PodAffinityTerm, owner_namespace: &str, pod: &PodInfo
     in_namespace && term.label_selector.as_ref().is_some_and(|s| labels::matches(s, &pod.labels))
 }
 
-fn pair(term_key: &str, node: &NodeInfo) -> Option<(String, String)> {
-    node.labels.get(term_key).map(|v| (term_key.to_owned(), v.clone()))
+/// Adds `n` to the pair of `node`'s value for `key`; nodes without the key count nowhere.
+fn count(counts: &mut Counts, key: &str, node: &NodeInfo, n: i64) {
+    if let Some(value) = node.labels.get(key) {
+        *counts.entry(key.to_owned()).or_default().entry(value.clone()).or_default() += n;
+    }
 }
 
 fn has_pair(counts: &Counts, key: &str, node: &NodeInfo) -> bool {
-    node.labels.get(key).is_some_and(|v| counts.get(&(key.to_owned(), v.clone())).is_some_and(|c| *c > 0))
+    node.labels.get(key).is_some_and(|v| counts.get(key).and_then(|values| values.get(v)).is_some_and(|c| *c > 0))
 }
 
 impl Plugin for InterPodAffinity {
@@ -134,8 +138,8 @@ fn indexed_counts(
     for group in index.groups_for(pod) {
         if term_matches(&group.term, &group.namespace, pod) {
             for (node, n) in &group.nodes {
-                if let Some(p) = lookup(node).and_then(|node| pair(&group.term.topology_key, node)) {
-                    *s.existing_anti.entry(p).or_default() += *n as i64;
+                if let Some(node) = lookup(node) {
+                    count(&mut s.existing_anti, &group.term.topology_key, node, *n as i64);
                 }
             }
         }
@@ -145,9 +149,9 @@ fn indexed_counts(
             Some(candidates) => {
                 for (node, existing) in candidates {
                     if term_matches(term, &pod.namespace, existing)
-                        && let Some(p) = lookup(node).and_then(|node| pair(&term.topology_key, node))
+                        && let Some(node) = lookup(node)
                     {
-                        *s.anti.entry(p).or_default() += 1;
+                        count(&mut s.anti, &term.topology_key, node, 1);
                     }
                 }
             }
@@ -158,11 +162,11 @@ fn indexed_counts(
         match index.candidates(first) {
             Some(candidates) => {
                 for (node, existing) in candidates {
-                    if affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
+                    if affinity.iter().all(|t| term_matches(t, &pod.namespace, existing))
+                        && let Some(node) = lookup(node)
+                    {
                         for term in affinity {
-                            if let Some(p) = lookup(node).and_then(|node| pair(&term.topology_key, node)) {
-                                *s.affinity.entry(p).or_default() += 1;
-                            }
+                            count(&mut s.affinity, &term.topology_key, node, 1);
                         }
                     }
                 }
@@ -186,10 +190,8 @@ fn scanned_counts(
         if existing_too {
             for existing in &node.affinity_pods {
                 for term in required_anti(existing) {
-                    if term_matches(term, &existing.namespace, pod)
-                        && let Some(p) = pair(&term.topology_key, node)
-                    {
-                        *s.existing_anti.entry(p).or_default() += 1;
+                    if term_matches(term, &existing.namespace, pod) {
+                        count(&mut s.existing_anti, &term.topology_key, node, 1);
                     }
                 }
             }
@@ -201,16 +203,12 @@ fn scanned_counts(
         for existing in &node.pods {
             if !affinity.is_empty() && affinity.iter().all(|t| term_matches(t, &pod.namespace, existing)) {
                 for term in affinity {
-                    if let Some(p) = pair(&term.topology_key, node) {
-                        *s.affinity.entry(p).or_default() += 1;
-                    }
+                    count(&mut s.affinity, &term.topology_key, node, 1);
                 }
             }
             for term in anti {
-                if term_matches(term, &pod.namespace, existing)
-                    && let Some(p) = pair(&term.topology_key, node)
-                {
-                    *s.anti.entry(p).or_default() += 1;
+                if term_matches(term, &pod.namespace, existing) {
+                    count(&mut s.anti, &term.topology_key, node, 1);
                 }
             }
         }
@@ -236,7 +234,7 @@ impl Filter for InterPodAffinity {
             return Status::unschedulable("node(s) didn't match pod anti-affinity rules");
         }
         // Checked last, as upstream orders the three.
-        if s.existing_anti.keys().any(|(key, _)| has_pair(&s.existing_anti, key, node)) {
+        if s.existing_anti.keys().any(|key| has_pair(&s.existing_anti, key, node)) {
             return Status::unschedulable("node(s) didn't satisfy existing pods anti-affinity rules");
         }
         Status::success()
@@ -260,11 +258,8 @@ impl PreScore for InterPodAffinity {
             let pods = if want.is_empty() && avoid.is_empty() { &node.affinity_pods } else { &node.pods };
             for existing in pods {
                 let (their_want, their_avoid) = preferred(existing);
-                let mut add = |term: &PodAffinityTerm, weight: i64| {
-                    if let Some(p) = pair(&term.topology_key, node) {
-                        *s.by_pair.entry(p).or_default() += weight;
-                    }
-                };
+                let mut add =
+                    |term: &PodAffinityTerm, weight: i64| count(&mut s.by_pair, &term.topology_key, node, weight);
                 for w in want {
                     if term_matches(&w.pod_affinity_term, &pod.namespace, existing) {
                         add(&w.pod_affinity_term, i64::from(w.weight));
@@ -295,7 +290,7 @@ impl PreScore for InterPodAffinity {
 impl Score for InterPodAffinity {
     fn score(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> i64 {
         let Some(s) = state.read::<ScoreState>("InterPodAffinity/score") else { return 0 };
-        s.by_pair.iter().filter(|((key, value), _)| node.labels.get(key) == Some(value)).map(|(_, weight)| weight).sum()
+        s.by_pair.iter().filter_map(|(key, values)| node.labels.get(key).and_then(|v| values.get(v))).sum()
     }
     fn normalize(&self, scores: &mut [i64]) {
         let (min, max) = (scores.iter().copied().min().unwrap_or(0), scores.iter().copied().max().unwrap_or(0));
