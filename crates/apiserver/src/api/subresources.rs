@@ -95,14 +95,15 @@ pub(super) async fn patch_scale(
     Err(ApiError::Conflict { resource: kind.resource, name: name.to_owned() })
 }
 
-fn success(code: StatusCode) -> Response {
-    (
-        code,
-        axum::Json(
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()}),
-        ),
-    )
-        .into_response()
+/// A `Status` of success, 201, for a binding or an eviction. The body is made once, since
+/// every binding the scheduler writes answers with it.
+fn created() -> Response {
+    static CREATED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let body = CREATED.get_or_init(|| {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        Bytes::from(serde_json::to_vec(&status).expect("a Status serializes"))
+    });
+    (StatusCode::CREATED, [(axum::http::header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
 }
 
 /// POST `pods/NAME/binding`: the scheduler assigns the pod to a node, once.
@@ -115,14 +116,14 @@ pub(super) async fn bind_pod(
 ) -> Result<Response, ApiError> {
     let kind = kinds::core("pods");
     // Typed, so what reaches the stored pod (annotations) has the types clients expect.
-    let binding = kinds::typed::<k8s_openapi::api::core::v1::Binding>(binding)
+    let binding: k8s_openapi::api::core::v1::Binding = serde_json::from_value(binding)
         .map_err(|e| ApiError::BadRequest(format!("the object is not a valid Binding: {e}")))?;
-    let target = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::Invalid {
+    let target = binding.target.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::Invalid {
         kind: "Binding",
         name: name.to_owned(),
         causes: vec![("target.name".into(), "Required value".into())],
     })?;
-    if binding["target"]["kind"].as_str().is_some_and(|k| !k.is_empty() && k != "Node") {
+    if binding.target.kind.as_deref().is_some_and(|k| !k.is_empty() && k != "Node") {
         return Err(ApiError::Invalid {
             kind: "Binding",
             name: name.to_owned(),
@@ -132,7 +133,7 @@ pub(super) async fn bind_pod(
     let conflict =
         |message: String| ApiError::Conflicting { resource: "pods/binding".into(), name: name.to_owned(), message };
     let key = object_key(kind, Some(namespace), name);
-    let annotations = binding["metadata"]["annotations"].as_object().filter(|a| !a.is_empty());
+    let annotations = binding.metadata.annotations.as_ref().filter(|a| !a.is_empty());
     // The first try starts from the watch cache's copy, if it has one, as upstream's
     // GuaranteedUpdate does: a stale copy fails the write's revision check (or, bound or
     // being deleted, was so in the store too, as neither is undone), and the next try
@@ -151,10 +152,10 @@ pub(super) async fn bind_pod(
             Unbindable::Bound(node) => conflict(format!("pod {name} is already assigned to node {node:?}")),
         })?;
         if dry_run {
-            return Ok(success(StatusCode::CREATED));
+            return Ok(created());
         }
         match state.store.update(&key, bound.into(), revision).await {
-            Ok(_) => return Ok(success(StatusCode::CREATED)),
+            Ok(_) => return Ok(created()),
             Err(rkube_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, kind.resource, name)),
         }
@@ -178,7 +179,7 @@ type RawObject = BTreeMap<String, Box<RawValue>>;
 fn bound_pod(
     stored: &[u8],
     node: &str,
-    annotations: Option<&serde_json::Map<String, Value>>,
+    annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Result<Vec<u8>, Unbindable>, ApiError> {
     let mut pod: RawObject = serde_json::from_slice(stored).map_err(internal)?;
     let string = |object: &RawObject, field: &str| -> Option<String> {
@@ -199,7 +200,7 @@ fn bound_pod(
         // Absent, it is null, which the first key makes an object.
         let mut merged: Value = open(&metadata, "annotations")?;
         for (key, value) in annotations {
-            merged[key] = value.clone();
+            merged[key] = Value::from(value.as_str());
         }
         metadata.insert("annotations".into(), raw(&merged)?);
     }
@@ -273,7 +274,7 @@ pub(super) async fn evict_pod(
         options.merge(&json!({"dryRun": ["All"]}))?;
     }
     delete_object(state, kind, Some(namespace), name, options).await?;
-    Ok(success(StatusCode::CREATED))
+    Ok(created())
 }
 
 /// Spends one of the disruptions the pod's PodDisruptionBudget allows, or refuses with 429 as
@@ -439,8 +440,8 @@ mod tests {
             "status": {"phase": "Pending", "qosClass": "Burstable",
                        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
         });
-        let annotations = json!({"added": "2"});
-        let bound = bound_pod(&stored(&pod), "node-1", annotations.as_object()).unwrap().ok().unwrap();
+        let annotations = BTreeMap::from([("added".to_owned(), "2".to_owned())]);
+        let bound = bound_pod(&stored(&pod), "node-1", Some(&annotations)).unwrap().ok().unwrap();
 
         let mut whole = pod.clone();
         whole["spec"]["nodeName"] = json!("node-1");

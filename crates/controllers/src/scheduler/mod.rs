@@ -160,6 +160,11 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when the active queue may have work.
     work: Condvar,
+    /// Whether the first full list of nodes, and of pods, is in the cache. No pod is placed
+    /// before both are, as upstream's scheduler waits for its informers to sync: a node not
+    /// seen yet could be the best one, and pods bound but not seen yet would be overlooked.
+    nodes_synced: std::sync::atomic::AtomicBool,
+    pods_synced: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,8 +172,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Wakes the cycle thread, which has nothing to do before the caches are synced.
     fn wake(&self) {
-        self.work.notify_one();
+        if self.synced() {
+            self.work.notify_one();
+        }
+    }
+
+    fn synced(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.nodes_synced.load(Acquire) && self.pods_synced.load(Acquire)
     }
 }
 
@@ -257,6 +270,7 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
                     let keep = seen.take().unwrap_or_default();
                     let gone: Vec<String> = cache.by_name.keys().filter(|n| !keep.contains(*n)).cloned().collect();
                     gone.iter().for_each(|n| cache.remove_node(n));
+                    shared.nodes_synced.store(true, std::sync::atomic::Ordering::Release);
                     true
                 }
             }
@@ -300,6 +314,7 @@ async fn watch_pods(pods: &Informer<Pod>, shared: &Shared) {
                 });
                 cache.nominated.retain(|uid, _| keep.contains(uid));
                 cache.preempting.retain(|uid, _| keep.contains(uid));
+                shared.pods_synced.store(true, std::sync::atomic::Ordering::Release);
                 true
             }
         };
@@ -355,7 +370,9 @@ fn schedule_loop(
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
-                if let Some(pod) = queue.pop() {
+                if shared.synced()
+                    && let Some(pod) = queue.pop()
+                {
                     break pod;
                 }
                 queue = shared

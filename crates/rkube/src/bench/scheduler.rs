@@ -8,7 +8,9 @@
 //! scheduler schedules (first binding to last), which is what upstream's scheduler_perf
 //! reports as SchedulingThroughput: there the scheduler is up, its informers synced, before
 //! the measured pods come. The end-to-end figure, from the server's start to the last
-//! binding, is reported beside it. No upstream scheduler runs on this machine, so the figures
+//! binding, is reported beside it. Each case runs `--runs` times (3 by default) and the
+//! median run is reported: on this VM the same build's figure varies by a fifth from one
+//! minute to the next. No upstream scheduler runs on this machine, so the figures
 //! are judged against issue 4's targets and upstream's published CI thresholds.
 
 use std::time::{Duration, Instant};
@@ -32,6 +34,10 @@ pub struct Args {
     /// Pod counts to schedule, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000, 50_000])]
     pods: Vec<usize>,
+    /// Runs of each case; the run with the median figure is reported. This VM's speed varies
+    /// by a fifth from minute to minute, so one run says little.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[derive(Serialize, Default)]
@@ -65,6 +71,9 @@ struct Case {
     first_bound_s: f64,
     /// Peak resident memory of the server.
     rss_mb: f64,
+    /// `pods_per_s` of every run of the case, in the order run; the figures above are the
+    /// median run's.
+    runs_pods_per_s: Vec<f64>,
 }
 
 const CLIENTS: usize = 64;
@@ -79,7 +88,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if kind == "anti-affinity" && pods / GROUP > args.nodes * 10 {
                 continue;
             }
-            let case = run_case(kind, args.nodes, pods).await?;
+            let mut runs = Vec::new();
+            for _ in 0..args.runs.max(1) {
+                let run = run_case(kind, args.nodes, pods).await?;
+                if !args.json {
+                    eprintln!(
+                        "{kind:>14} {pods:>7} pods: {:>7.0} pods/s while scheduling; first binding at {:.2} s, last at {:.2} s: {:.0} pods/s end to end; peak RSS {:.0} MiB",
+                        run.pods_per_s, run.first_bound_s, run.seconds, run.end_to_end_pods_per_s, run.rss_mb
+                    );
+                }
+                runs.push(run);
+            }
+            let figures: Vec<f64> = runs.iter().map(|r| r.pods_per_s).collect();
+            runs.sort_by(|a, b| a.pods_per_s.total_cmp(&b.pods_per_s));
+            let mut case = runs.swap_remove(runs.len() / 2);
+            case.runs_pods_per_s = figures;
             if pods == args.pods[0] {
                 match kind {
                     "basic" => {
@@ -92,11 +115,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
             }
-            if !args.json {
-                eprintln!(
-                    "{kind:>14} {pods:>7} pods: {:>7.0} pods/s while scheduling; first binding at {:.2} s, last at {:.2} s: {:.0} pods/s end to end; peak RSS {:.0} MiB",
-                    case.pods_per_s, case.first_bound_s, case.seconds, case.end_to_end_pods_per_s, case.rss_mb
-                );
+            if !args.json && case.runs_pods_per_s.len() > 1 {
+                eprintln!("{kind:>14} {pods:>7} pods: median {:.0} pods/s while scheduling", case.pods_per_s);
             }
             f.cases.push(case);
         }
@@ -104,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
     } else {
-        println!("{:<44} {:>12} {:>14}", "", "rkube", "target");
+        println!("{:<44} {:>12} {:>14}", format!("(median of {} runs)", args.runs.max(1)), "rkube", "target");
         println!(
             "{:<44} {:>12.0} {:>14}",
             format!("basic pods/s while scheduling, {} nodes", args.nodes),
@@ -196,12 +216,13 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
     let started = Instant::now();
     let server = ServerProcess::start_with(dir.path(), &["--node-monitor-grace-period", "100000"])?;
     let client = server.client().await?;
-    let pod_api: Api<Pod> = Api::namespaced(client, "bench");
+    // The harness decodes only names and nodes, so that its own share of the 2 cores stays small.
+    let requests = kube::core::Request::new("/api/v1/namespaces/bench/pods");
     let mut bound = std::collections::HashSet::new();
-    let list = pod_api.list(&Default::default()).await?;
+    let list: kube::core::ObjectList<Placed> = client.request(requests.list(&Default::default())?).await?;
     for p in &list.items {
-        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            bound.insert(p.metadata.name.clone().unwrap_or_default());
+        if p.spec.node_name.is_some() {
+            bound.insert(p.metadata.name.clone());
         }
     }
     let mut version = list.metadata.resource_version.clone().unwrap_or_default();
@@ -209,13 +230,14 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
     let deadline = Instant::now() + Duration::from_secs(600);
     while bound.len() < pods {
         anyhow::ensure!(Instant::now() < deadline, "only {} of {pods} pods were bound in 10 minutes", bound.len());
-        let mut events = pod_api.watch(&WatchParams::default().timeout(60), &version).await?.boxed();
+        let watch = requests.watch(&WatchParams::default().timeout(60), &version)?;
+        let mut events = client.request_events::<Placed>(watch).await?.boxed();
         while let Some(event) = events.try_next().await? {
             match event {
                 WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                    version = p.metadata.resource_version.clone().unwrap_or(version);
-                    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                        bound.insert(p.metadata.name.clone().unwrap_or_default());
+                    version = p.metadata.resource_version;
+                    if p.spec.node_name.is_some() {
+                        bound.insert(p.metadata.name);
                         first_bound.get_or_insert_with(|| started.elapsed().as_secs_f64());
                     }
                 }
@@ -239,5 +261,27 @@ async fn run_case(kind: &'static str, nodes: usize, pods: usize) -> anyhow::Resu
         seconds,
         first_bound_s: first,
         rss_mb,
+        runs_pods_per_s: Vec::new(),
     })
+}
+
+/// What the harness reads of a pod.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Placed {
+    metadata: PlacedMeta,
+    #[serde(default)]
+    spec: PlacedSpec,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlacedMeta {
+    name: String,
+    resource_version: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlacedSpec {
+    node_name: Option<String>,
 }
