@@ -716,4 +716,54 @@ fn higher_priority_pods_preempt_lower_ones() {
     // One preemption, not one per retry of the preemptor.
     let preempted = json(&server, &["get", "events", "--field-selector", "reason=Preempted"]);
     assert_eq!(preempted["items"].as_array().unwrap().len(), 1, "{preempted}");
+
+    // A PodDisruptionBudget weighs more than priority: the other node is emptied and refilled
+    // with low pods under a budget that allows no disruption, so the next preemption evicts
+    // the mid pod beside `high` rather than a low pod the budget protects.
+    let on = |node: &str| -> Vec<String> {
+        json(&server, &["get", "pods"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let other = json(&server, &["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .find(|n| *n != low_node)
+        .unwrap();
+    let beside_high: Vec<String> = on(&low_node).into_iter().filter(|n| n != "high").collect();
+    assert_eq!(beside_high.len(), 1, "{beside_high:?}");
+    for name in on(&other) {
+        server.ok(KUBECTL, &["delete", "pod", &name]);
+    }
+    for name in ["guarded-1", "guarded-2"] {
+        let labelled = manifest(name, "low", "1").replace("test: preempt}", "test: preempt, guard: \"yes\"}");
+        apply(&server, dir.path(), name, &labelled);
+    }
+    eventually(
+        Duration::from_secs(20),
+        || pods(&server, "guard=yes"),
+        |p| p.len() == 2 && p.iter().all(|(phase, node)| phase == "Running" && *node == other),
+    );
+    server.ok(KUBECTL, &["create", "poddisruptionbudget", "guard", "--selector=guard=yes", "--min-available=2"]);
+    eventually(
+        Duration::from_secs(20),
+        || json(&server, &["get", "pdb", "guard"]),
+        |b| b["status"]["currentHealthy"] == 2 && b["status"]["disruptionsAllowed"] == 0,
+    );
+    apply(&server, dir.path(), "top", &manifest("top", "high", "1"));
+    let placed = eventually(
+        Duration::from_secs(30),
+        || json(&server, &["get", "pod", "top"]),
+        |p| p["status"]["phase"] == "Running",
+    );
+    assert_eq!(placed["spec"]["nodeName"].as_str(), Some(low_node.as_str()), "{placed}");
+    let mut survivors: Vec<String> = on(&low_node).into_iter().chain(on(&other)).collect();
+    survivors.sort();
+    assert_eq!(survivors, ["guarded-1", "guarded-2", "high", "top"]);
 }

@@ -98,8 +98,8 @@ pub(super) async fn read_collection(
     let filtering = !selector.is_empty();
     if let Some(freshness) = cache_freshness(state, &params).await? {
         // At any revision (`resourceVersion=0`) the list is whole and the limit ignored, as
-        // upstream's watch cache serves it: an informer's first list is then one request,
-        // not pages whose continuations read the store at an old revision.
+        // upstream's watch cache serves it: a client-go informer's first list is then one
+        // request, not pages whose continuations read the store at an old revision.
         let wanted = params.limit.filter(|l| *l > 0 && freshness != Freshness::Any);
         // Unfiltered, the cache hands over only the page; filtered, everything under the
         // prefix, since the limit counts selected objects.

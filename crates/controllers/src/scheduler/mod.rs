@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -60,6 +61,8 @@ struct Cache {
     /// its victims is still on its node.
     preempting: HashMap<String, Vec<String>>,
     index: index::AffinityIndex,
+    /// PodDisruptionBudgets by namespace/name, which preemption weighs.
+    budgets: HashMap<String, preemption::Budget>,
 }
 
 impl Cache {
@@ -233,7 +236,7 @@ pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
             }
         }
     };
-    tokio::join!(watch_nodes(&client, &shared), watch_pods(&pods, &shared), flush);
+    tokio::join!(watch_nodes(&client, &shared), watch_pods(&pods, &shared), watch_budgets(&client, &shared), flush);
     drop(cycles);
 }
 
@@ -278,6 +281,30 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
         if changed {
             lock(&shared.queue).cluster_changed();
             shared.wake();
+        }
+    }
+}
+
+/// Keeps the cache's PodDisruptionBudgets current, for preemption.
+async fn watch_budgets(client: &Client, shared: &Shared) {
+    let budgets: Api<PodDisruptionBudget> = Api::all(client.clone());
+    let mut listed: Option<HashMap<String, preemption::Budget>> = None;
+    let mut events = watcher::watcher(budgets, watcher::Config::default()).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let key = |pdb: &PodDisruptionBudget| format!("{}/{}", pdb.namespace().unwrap_or_default(), pdb.name_any());
+        match event {
+            Ok(Event::Init) => listed = Some(HashMap::new()),
+            Ok(Event::InitApply(pdb)) => {
+                listed.get_or_insert_default().insert(key(&pdb), preemption::Budget::new(&pdb));
+            }
+            Ok(Event::InitDone) => lock(&shared.cache).budgets = listed.take().unwrap_or_default(),
+            Ok(Event::Apply(pdb)) => {
+                lock(&shared.cache).budgets.insert(key(&pdb), preemption::Budget::new(&pdb));
+            }
+            Ok(Event::Delete(pdb)) => {
+                lock(&shared.cache).budgets.remove(&key(&pdb));
+            }
+            Err(e) => tracing::debug!("scheduler budget watch: {e}"),
         }
     }
 }
@@ -400,7 +427,10 @@ fn schedule_loop(
                 .get(&pod.uid)
                 .is_some_and(|victims| victims.iter().any(|v| cache.placed.contains_key(v)));
             let preemption = match &result {
-                Err(error) if error.resolvable && !waiting => profile.preempt(&pod, &snapshot),
+                Err(error) if error.resolvable && !waiting => {
+                    let budgets: Vec<&preemption::Budget> = cache.budgets.values().collect();
+                    profile.preempt(&pod, &snapshot, &budgets)
+                }
                 _ => None,
             };
             // Nominated earlier, but preempting no longer helps: the node is not held for it.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::scheduler::cycle::Profile;
 use crate::scheduler::framework::{Code, CycleState, NodeInfo, PodInfo, Snapshot};
+use crate::scheduler::preemption::Budget;
 
 fn pod(name: &str, spec: Value) -> PodInfo {
     pod_labelled(name, json!({}), spec)
@@ -288,29 +289,31 @@ fn preemption_evicts_the_fewest_least_important_pods() {
     assert!(error.resolvable, "{error:?}");
     // On a, evicting a-low (10) suffices and a-mid is reprieved; on b, b-low (5) suffices.
     // The lowest highest-priority victim wins: b-low.
-    let chosen = profile.preempt(&incoming, &snapshot).unwrap();
+    let chosen = profile.preempt(&incoming, &snapshot, &[]).unwrap();
     assert_eq!(chosen.node, "b");
     assert_eq!(chosen.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["b-low"]);
 
     // Needing 2 CPUs, only a can be emptied (b-high outranks the pod): both go.
     let big = prioritized("big", "2", 100, json!({}));
-    let chosen = profile.preempt(&big, &snapshot).unwrap();
+    let chosen = profile.preempt(&big, &snapshot, &[]).unwrap();
     assert_eq!(chosen.node, "a");
     let mut names: Vec<_> = chosen.victims.iter().map(|v| v.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["a-low", "a-mid"]);
 
     // Nothing of lower priority to evict, `Never`, or a node that cannot fit anyway: none.
-    assert!(profile.preempt(&prioritized("humble", "1", 1, json!({})), &snapshot).is_none());
+    assert!(profile.preempt(&prioritized("humble", "1", 1, json!({})), &snapshot, &[]).is_none());
     assert!(
-        profile.preempt(&prioritized("polite", "1", 100, json!({"preemptionPolicy": "Never"})), &snapshot).is_none()
+        profile
+            .preempt(&prioritized("polite", "1", 100, json!({"preemptionPolicy": "Never"})), &snapshot, &[])
+            .is_none()
     );
-    assert!(profile.preempt(&prioritized("huge", "3", 100, json!({})), &snapshot).is_none());
+    assert!(profile.preempt(&prioritized("huge", "3", 100, json!({})), &snapshot, &[]).is_none());
     // A tainted node full of evictable pods: evicting them would not help.
     let mut tainted = node("t", json!({}), json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}));
     tainted.add_pod(Arc::new(prioritized("t-low", "2", 1, json!({}))));
     let only_tainted = Snapshot::new(vec![&tainted]);
-    assert!(profile.preempt(&incoming, &only_tainted).is_none());
+    assert!(profile.preempt(&incoming, &only_tainted, &[]).is_none());
 }
 
 #[test]
@@ -337,5 +340,87 @@ fn a_pod_waiting_for_its_victims_does_not_preempt_again() {
 }
 
 fn profile_preempts(pod: &PodInfo, snapshot: &Snapshot<'_>) -> Option<crate::scheduler::preemption::Preemption> {
-    Profile::default_profile().preempt(pod, snapshot)
+    Profile::default_profile().preempt(pod, snapshot, &[])
+}
+
+/// A pod of `priority` asking for `cpu`, with labels and, if given, the time it started.
+fn victim(name: &str, cpu: &str, priority: i32, labels: Value, started: Option<&str>) -> Arc<PodInfo> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": labels},
+        "spec": {"priority": priority, "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}]},
+        "status": {"startTime": started},
+    }))
+    .unwrap();
+    Arc::new(PodInfo::new(Arc::new(pod)))
+}
+
+fn budget(namespace: &str, selector: Value, allowed: i32, disrupted: &[&str]) -> Budget {
+    let disrupted: serde_json::Map<String, Value> =
+        disrupted.iter().map(|p| (p.to_string(), json!("2026-01-01T00:00:00Z"))).collect();
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "b", "namespace": namespace},
+        "spec": {"selector": selector, "minAvailable": 1},
+        "status": {"disruptionsAllowed": allowed, "disruptedPods": disrupted,
+                   "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
+    }))
+    .unwrap();
+    Budget::new(&pdb)
+}
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_protects() {
+    // a holds two mid pods; b two low ones, which a budget may protect.
+    let guarded = json!({"guard": "yes"});
+    let mut a = node("a", json!({}), json!({}));
+    a.add_pod(victim("a-mid-1", "1", 50, json!({}), None));
+    a.add_pod(victim("a-mid-2", "1", 50, json!({}), None));
+    let mut b = node("b", json!({}), json!({}));
+    b.add_pod(victim("b-low-1", "1", 10, guarded.clone(), None));
+    b.add_pod(victim("b-low-2", "1", 10, guarded.clone(), None));
+    let snapshot = Snapshot::new(vec![&a, &b]);
+    let incoming = prioritized("new", "1", 100, json!({}));
+    let profile = Profile::default_profile();
+    let chosen = |budgets: &[&Budget]| profile.preempt(&incoming, &snapshot, budgets).unwrap();
+    let selector = json!({"matchLabels": {"guard": "yes"}});
+
+    // Unprotected, the low pods matter least.
+    assert_eq!(chosen(&[]).node, "b");
+    // A budget with no disruption left sends the preemption to the mid pods instead.
+    let full = budget("default", selector.clone(), 0, &[]);
+    let picked = chosen(&[&full]);
+    assert_eq!((picked.node.as_str(), picked.victims.len()), ("a", 1));
+    // One disruption allowed: one low pod may go, and one is all it takes.
+    let one = budget("default", selector.clone(), 1, &[]);
+    let picked = chosen(&[&one]);
+    assert_eq!((picked.node.as_str(), picked.victims.len()), ("b", 1));
+    // A pod already counted as disrupted does not charge the budget again.
+    let counted = budget("default", selector.clone(), 0, &["b-low-1", "b-low-2"]);
+    assert_eq!(chosen(&[&counted]).node, "b");
+    // Budgets of another namespace, or with an empty selector, cover nothing.
+    let elsewhere = budget("other", selector, 0, &[]);
+    let empty = budget("default", json!({}), 0, &[]);
+    assert_eq!(chosen(&[&elsewhere, &empty]).node, "b");
+}
+
+#[test]
+fn preemption_prefers_fewer_victims_of_negative_priority_and_evicts_the_newest() {
+    // Sums of negative priorities: two victims must never beat one by summing lower.
+    let mut a = node("a", json!({}), json!({}));
+    a.add_pod(victim("a-one", "2", -5, json!({}), None));
+    let mut b = node("b", json!({}), json!({}));
+    b.add_pod(victim("b-one", "1", -5, json!({}), None));
+    b.add_pod(victim("b-two", "1", -5, json!({}), None));
+    let snapshot = Snapshot::new(vec![&b, &a]);
+    let incoming = prioritized("new", "2", 0, json!({}));
+    let picked = Profile::default_profile().preempt(&incoming, &snapshot, &[]).unwrap();
+    assert_eq!((picked.node.as_str(), picked.victims.len()), ("a", 1));
+
+    // Everything else equal, the node whose victim started last is chosen.
+    let mut old = node("old", json!({}), json!({}));
+    old.add_pod(victim("long-running", "2", 10, json!({}), Some("2026-01-01T00:00:00Z")));
+    let mut new = node("new", json!({}), json!({}));
+    new.add_pod(victim("recent", "2", 10, json!({}), Some("2026-06-01T00:00:00Z")));
+    let snapshot = Snapshot::new(vec![&old, &new]);
+    let incoming = prioritized("p", "2", 100, json!({}));
+    assert_eq!(Profile::default_profile().preempt(&incoming, &snapshot, &[]).unwrap().node, "new");
 }
