@@ -3,6 +3,8 @@
 //! One table, `KINDS`, drives routing, discovery, storage keys and Status messages, so a kind
 //! is served everywhere once it has a row here.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::api::defaults;
 use crate::api::printers;
@@ -416,15 +418,30 @@ pub(super) fn fold_string_data(object: &mut Value) {
 
 /// The kind served at `group/version` under `plural`.
 pub(super) fn find(group: &str, version: &str, plural: &str) -> Result<&'static Kind, ApiError> {
-    KINDS
+    with_plural(plural)
         .iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+        .copied()
+        .find(|k| k.group == group && k.version == version)
         .ok_or_else(|| ApiError::NotFoundPath(format!("the server could not find the requested resource ({plural})")))
 }
 
 /// A core kind, by plural; for the server's own bookkeeping.
 pub(super) fn core(plural: &str) -> &'static Kind {
-    KINDS.iter().find(|k| k.group.is_empty() && k.plural == plural).expect("core kind is in KINDS")
+    with_plural(plural).iter().copied().find(|k| k.group.is_empty()).expect("core kind is in KINDS")
+}
+
+/// The kinds named `plural` (one or two): every request looks its kind up, so the table is
+/// indexed by plural once rather than scanned.
+fn with_plural(plural: &str) -> &'static [&'static Kind] {
+    static BY_PLURAL: std::sync::OnceLock<HashMap<&'static str, Vec<&'static Kind>>> = std::sync::OnceLock::new();
+    let index = BY_PLURAL.get_or_init(|| {
+        let mut index: HashMap<&'static str, Vec<&'static Kind>> = HashMap::new();
+        for kind in KINDS {
+            index.entry(kind.plural).or_default().push(kind);
+        }
+        index
+    });
+    index.get(plural).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The characters upstream draws generated name suffixes from.
