@@ -194,10 +194,27 @@ async fn binding_status_scale_and_eviction() {
     let client = client(&server).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
-    let created = pods.create(&PostParams::default(), &pod("p", &[("app", "a")])).await.unwrap();
+    // Bound by hand: the server's scheduler is told to leave it alone, as a pod for another
+    // scheduler (it would otherwise race the binding below with its "0/0 nodes" condition).
+    let mut p = pod("p", &[("app", "a")]);
+    p.spec.as_mut().unwrap().scheduler_name = Some("by-hand".into());
+    let created = pods.create(&PostParams::default(), &p).await.unwrap();
     assert_eq!(created.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
     assert_eq!(created.spec.as_ref().unwrap().service_account_name.as_deref(), Some("default"));
-    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+    // A binding made for another pod of that name (by uid) is refused, as upstream's UID
+    // precondition refuses it.
+    let other = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": "not-p"},
+                                   "target": {"kind": "Node", "name": "node-1"}});
+    let refused = pods
+        .create_subresource::<_, kube::core::Status>("binding", "p", &PostParams::default(), &other)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 409 && s.message.contains("Precondition failed: UID in precondition: not-p")),
+        "{refused:?}"
+    );
+    let uid = created.metadata.uid.clone().unwrap();
+    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": uid},
                                      "target": {"kind": "Node", "name": "node-1"}});
     let bound: kube::core::Status =
         pods.create_subresource("binding", "p", &PostParams::default(), &binding).await.unwrap();

@@ -139,6 +139,9 @@ pub(super) async fn bind_pod(
     // being deleted, was so in the store too, as neither is undone), and the next try
     // reads the store.
     let mut cached = state.watches.cached(kind, &key);
+    let mut cached_try = cached.is_some();
+    // As upstream's UID precondition: a binding names the pod it was made for.
+    let uid = binding.metadata.uid.as_deref().filter(|u| !u.is_empty());
     for _ in 0..PATCH_ATTEMPTS {
         let (stored, revision) = match cached.take() {
             Some(entry) => (entry.json.clone(), entry.revision),
@@ -147,10 +150,26 @@ pub(super) async fn bind_pod(
                 (current.value, current.mod_revision)
             }
         };
-        let bound = bound_pod(&stored, target, annotations)?.map_err(|found| match found {
-            Unbindable::Deleting => conflict(format!("pod {name} is being deleted, cannot be assigned to a host")),
-            Unbindable::Bound(node) => conflict(format!("pod {name} is already assigned to node {node:?}")),
-        })?;
+        let from_cache = cached_try;
+        cached_try = false;
+        let bound = match bound_pod(&stored, target, annotations, uid)? {
+            Ok(bound) => bound,
+            // The cached copy may be of an earlier pod of the same name: only the store's
+            // answer is final.
+            Err(_) if from_cache => continue,
+            Err(Unbindable::Deleting) => {
+                return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+            }
+            Err(Unbindable::Bound(node)) => {
+                return Err(conflict(format!("pod {name} is already assigned to node {node:?}")));
+            }
+            Err(Unbindable::OtherPod(found)) => {
+                let want = uid.unwrap_or_default();
+                return Err(conflict(format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {found}"
+                )));
+            }
+        };
         if dry_run {
             return Ok(created());
         }
@@ -167,6 +186,8 @@ pub(super) async fn bind_pod(
 enum Unbindable {
     Deleting,
     Bound(String),
+    /// The pod of that name is another than the binding's (its uid).
+    OtherPod(String),
 }
 
 /// JSON objects with their members' values left unparsed. Keys come out sorted, as
@@ -180,6 +201,7 @@ fn bound_pod(
     stored: &[u8],
     node: &str,
     annotations: Option<&BTreeMap<String, String>>,
+    uid: Option<&str>,
 ) -> Result<Result<Vec<u8>, Unbindable>, ApiError> {
     let mut pod: RawObject = serde_json::from_slice(stored).map_err(internal)?;
     let string = |object: &RawObject, field: &str| -> Option<String> {
@@ -188,6 +210,12 @@ fn bound_pod(
     let mut metadata: RawObject = open(&pod, "metadata")?;
     // A pod from the watch cache carries its resourceVersion, which is never stored.
     let versioned = metadata.remove("resourceVersion").is_some();
+    if let Some(want) = uid
+        && let found = string(&metadata, "uid").unwrap_or_default()
+        && found != want
+    {
+        return Ok(Err(Unbindable::OtherPod(found)));
+    }
     if string(&metadata, "deletionTimestamp").is_some() {
         return Ok(Err(Unbindable::Deleting));
     }
@@ -441,7 +469,7 @@ mod tests {
                        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
         });
         let annotations = BTreeMap::from([("added".to_owned(), "2".to_owned())]);
-        let bound = bound_pod(&stored(&pod), "node-1", Some(&annotations)).unwrap().ok().unwrap();
+        let bound = bound_pod(&stored(&pod), "node-1", Some(&annotations), None).unwrap().ok().unwrap();
 
         let mut whole = pod.clone();
         whole["spec"]["nodeName"] = json!("node-1");
@@ -454,13 +482,13 @@ mod tests {
         assert!(condition["lastTransitionTime"].is_string());
 
         // Nothing else is rewritten: without annotations, metadata keeps its bytes.
-        let plain = bound_pod(&stored(&pod), "node-1", None).unwrap().ok().unwrap();
+        let plain = bound_pod(&stored(&pod), "node-1", None, None).unwrap().ok().unwrap();
         let text = String::from_utf8(plain).unwrap();
         assert!(text.contains(r#""metadata":{"annotations":{"keep":"1"},"labels":{"app":"a"},"name":"p""#), "{text}");
         // A pod with no status at all gets one.
         let bare = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
         let bound: Value =
-            serde_json::from_slice(&bound_pod(&stored(&bare), "n", None).unwrap().ok().unwrap()).unwrap();
+            serde_json::from_slice(&bound_pod(&stored(&bare), "n", None, None).unwrap().ok().unwrap()).unwrap();
         assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
         assert_eq!(bound["spec"]["nodeName"], "n");
     }
@@ -472,8 +500,8 @@ mod tests {
         let cached = objects::revision_spliced(&stored(&pod), 42).unwrap();
         assert!(String::from_utf8_lossy(&cached).contains(r#""resourceVersion":"42""#));
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-        let from_store = text(bound_pod(&stored(&pod), "n", None).unwrap().ok().unwrap());
-        let from_cache = text(bound_pod(&cached, "n", None).unwrap().ok().unwrap());
+        let from_store = text(bound_pod(&stored(&pod), "n", None, None).unwrap().ok().unwrap());
+        let from_cache = text(bound_pod(&cached, "n", None, None).unwrap().ok().unwrap());
         // Byte for byte but for the condition's time, and no resourceVersion is stored.
         let times = |s: &str| s.split("lastTransitionTime").next().unwrap().to_owned();
         assert_eq!(times(&from_cache), times(&from_store));
@@ -487,11 +515,19 @@ mod tests {
     #[test]
     fn bound_and_deleting_pods_cannot_be_bound() {
         let bound = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "node-0"}});
-        assert!(matches!(bound_pod(&stored(&bound), "n", None).unwrap(), Err(Unbindable::Bound(n)) if n == "node-0"));
+        assert!(
+            matches!(bound_pod(&stored(&bound), "n", None, None).unwrap(), Err(Unbindable::Bound(n)) if n == "node-0")
+        );
         let empty = json!({"metadata": {"name": "p"}, "spec": {"nodeName": ""}});
-        assert!(bound_pod(&stored(&empty), "n", None).unwrap().is_ok());
+        assert!(bound_pod(&stored(&empty), "n", None, None).unwrap().is_ok());
         let deleting = json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
-        assert!(matches!(bound_pod(&stored(&deleting), "n", None).unwrap(), Err(Unbindable::Deleting)));
-        assert!(bound_pod(b"not json", "n", None).is_err());
+        assert!(matches!(bound_pod(&stored(&deleting), "n", None, None).unwrap(), Err(Unbindable::Deleting)));
+        assert!(bound_pod(b"not json", "n", None, None).is_err());
+        // A binding made for another pod of the same name (its uid) is refused.
+        let pod = json!({"metadata": {"name": "p", "uid": "new"}, "spec": {}});
+        assert!(bound_pod(&stored(&pod), "n", None, Some("new")).unwrap().is_ok());
+        assert!(
+            matches!(bound_pod(&stored(&pod), "n", None, Some("old")).unwrap(), Err(Unbindable::OtherPod(u)) if u == "new")
+        );
     }
 }
