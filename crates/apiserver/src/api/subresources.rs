@@ -139,19 +139,16 @@ pub(super) async fn bind_pod(
     // being deleted, was so in the store too, as neither is undone), and the next try
     // reads the store.
     let mut cached = state.watches.cached(kind, &key);
-    let mut cached_try = cached.is_some();
     // As upstream's UID precondition: a binding names the pod it was made for.
     let uid = binding.metadata.uid.as_deref().filter(|u| !u.is_empty());
     for _ in 0..PATCH_ATTEMPTS {
-        let (stored, revision) = match cached.take() {
-            Some(entry) => (entry.json.clone(), entry.revision),
+        let (stored, revision, from_cache) = match cached.take() {
+            Some(entry) => (entry.json.clone(), entry.revision, true),
             None => {
                 let current = current(&state.store, kind, &key, name).await?;
-                (current.value, current.mod_revision)
+                (current.value, current.mod_revision, false)
             }
         };
-        let from_cache = cached_try;
-        cached_try = false;
         let bound = match bound_pod(&stored, target, annotations, uid)? {
             Ok(bound) => bound,
             // The cached copy may be of an earlier pod of the same name: only the store's

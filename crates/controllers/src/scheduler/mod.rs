@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -61,8 +62,6 @@ struct Cache {
     /// its victims is still on its node.
     preempting: HashMap<String, Vec<String>>,
     index: index::AffinityIndex,
-    /// PodDisruptionBudgets by namespace/name, which preemption weighs.
-    budgets: HashMap<String, preemption::Budget>,
 }
 
 impl Cache {
@@ -208,11 +207,12 @@ pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
     let recorder = Recorder::start(client.clone(), NAME);
     let runtime = tokio::runtime::Handle::current();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (budgets, budget_writer) = reflector::store::<PodDisruptionBudget>();
     let cycles = {
         let (shared, client, stop) = (shared.clone(), client.clone(), stop.clone());
         std::thread::Builder::new()
             .name("scheduler".into())
-            .spawn(move || schedule_loop(&shared, &client, &recorder, &runtime, &stop))
+            .spawn(move || schedule_loop(&shared, &client, &recorder, &budgets, &runtime, &stop))
             .expect("a thread for scheduling cycles")
     };
     // Stops the cycle thread when this task is dropped or returns.
@@ -236,7 +236,13 @@ pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
             }
         }
     };
-    tokio::join!(watch_nodes(&client, &shared), watch_pods(&pods, &shared), watch_budgets(&client, &shared), flush);
+    // The PodDisruptionBudgets that preemption weighs, kept by a reflector as the disruption
+    // controller keeps them.
+    let budget_watch = watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(budget_writer)
+        .for_each(|_| async {});
+    tokio::join!(watch_nodes(&client, &shared), watch_pods(&pods, &shared), budget_watch, flush);
     drop(cycles);
 }
 
@@ -281,30 +287,6 @@ async fn watch_nodes(client: &Client, shared: &Shared) {
         if changed {
             lock(&shared.queue).cluster_changed();
             shared.wake();
-        }
-    }
-}
-
-/// Keeps the cache's PodDisruptionBudgets current, for preemption.
-async fn watch_budgets(client: &Client, shared: &Shared) {
-    let budgets: Api<PodDisruptionBudget> = Api::all(client.clone());
-    let mut listed: Option<HashMap<String, preemption::Budget>> = None;
-    let mut events = watcher::watcher(budgets, watcher::Config::default()).default_backoff().boxed();
-    while let Some(event) = events.next().await {
-        let key = |pdb: &PodDisruptionBudget| format!("{}/{}", pdb.namespace().unwrap_or_default(), pdb.name_any());
-        match event {
-            Ok(Event::Init) => listed = Some(HashMap::new()),
-            Ok(Event::InitApply(pdb)) => {
-                listed.get_or_insert_default().insert(key(&pdb), preemption::Budget::new(&pdb));
-            }
-            Ok(Event::InitDone) => lock(&shared.cache).budgets = listed.take().unwrap_or_default(),
-            Ok(Event::Apply(pdb)) => {
-                lock(&shared.cache).budgets.insert(key(&pdb), preemption::Budget::new(&pdb));
-            }
-            Ok(Event::Delete(pdb)) => {
-                lock(&shared.cache).budgets.remove(&key(&pdb));
-            }
-            Err(e) => tracing::debug!("scheduler budget watch: {e}"),
         }
     }
 }
@@ -385,6 +367,7 @@ fn schedule_loop(
     shared: &Arc<Shared>,
     client: &Client,
     recorder: &Recorder,
+    budgets: &reflector::Store<PodDisruptionBudget>,
     runtime: &tokio::runtime::Handle,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -428,8 +411,9 @@ fn schedule_loop(
                 .is_some_and(|victims| victims.iter().any(|v| cache.placed.contains_key(v)));
             let preemption = match &result {
                 Err(error) if error.resolvable && !waiting => {
-                    let budgets: Vec<&preemption::Budget> = cache.budgets.values().collect();
-                    profile.preempt(&pod, &snapshot, &budgets)
+                    let budgets: Vec<preemption::Budget> =
+                        budgets.state().iter().map(|b| preemption::Budget::new(b)).collect();
+                    profile.preempt(&pod, &snapshot, &budgets.iter().collect::<Vec<_>>())
                 }
                 _ => None,
             };
